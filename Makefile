@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (main job on offline default data) and `make test`.
+# Both create and reuse a local virtual environment in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+WORKDIR ?= workdirs/gbi_toy
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m experiments.gbi_toy.main --config=experiments/gbi_toy/config.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.inference
+
+clean-venv:
+	rm -rf $(VENV)
