@@ -1,0 +1,356 @@
+"""Runs a sweep's jobs as local subprocesses: bounded parallelism, skip finished, report failures.
+
+Workdir layout under the sweep root, one directory per job::
+
+    <root>/<job name>/job.json      overrides, command, mode (written by the runner)
+    <root>/<job name>/log.txt       the job's stdout+stderr (appended on reruns)
+    <root>/<job name>/results.json  written by the experiment; its presence means "done"
+    <root>/results.csv, summary.md  written by `launch.aggregate`
+
+Modes:
+    processes  one subprocess per job (the default).
+    vmap       jobs that differ only in ``seed`` become one subprocess run with
+               ``--config.seeds=(s0, s1, ...)``. Seeds already finished are left
+               out. A ``seeds=(0,)`` override of the jobs is replaced, so for
+               experiments whose network m uses ``seed + seeds[m]`` (gbi_toy)
+               both modes train the same networks.
+
+Results convention of vmap mode: if the merged job's results.json has a key
+``per_seed`` holding a list of dicts aligned with ``seeds``, the runner writes,
+for each seed ``s_i``, the per-seed job's ``<root>/<name with seed=s_i>/results.json``:
+the merged results with ``per_seed[i]`` merged into the top level, and every
+nested cross-seed summary (a dict with its own ``per_seed`` list aligned with
+``seeds``, e.g. ``{"mean", "std", "per_seed"}``) replaced by its i-th entry
+(`launch.jobs.seed_results`). The merged job.json is then marked
+``"split": true`` so aggregation counts every seed once, and the per-seed
+workdirs count as finished in either mode. Without ``per_seed`` the merged job
+is recorded as one row whose ``seeds`` column holds the tuple.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import time
+from typing import Any, Callable, Sequence
+
+from launch import aggregate as aggregate_lib
+from launch import jobs as jobs_lib
+from launch.jobs import JOB_FILE, LOG_FILE, PER_SEED_KEY, RESULTS_FILE, Job
+from launch.sweep import Sweep, load_sweep
+
+MODES = ("processes", "vmap")
+_TAIL_LINES = 20
+
+
+@dataclasses.dataclass
+class JobResult:
+    """Outcome of one job: status is "ok", "skipped", "failed" or "dry_run"."""
+
+    job: Job
+    workdir: str
+    status: str
+    command: list[str]
+    returncode: int | None = None
+    start: float = 0.0  # time.monotonic() at launch and at exit (0 if not run)
+    end: float = 0.0
+    log_tail: str = ""
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclasses.dataclass
+class RunReport:
+    results: list[JobResult]
+
+    def by_status(self, status: str) -> list[JobResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return self.by_status("failed")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        counts = collections.Counter(r.status for r in self.results)
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
+
+
+def _results_path(root: str, job: Job) -> str:
+    return os.path.join(root, job.name, RESULTS_FILE)
+
+
+def _is_done(root: str, job: Job) -> bool:
+    return os.path.isfile(_results_path(root, job))
+
+
+def _write_json(path: str, obj: Any) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=repr)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+_LAUNCH_HEADER = "=== launch "
+
+
+def tail(path: str, lines: int = _TAIL_LINES) -> str:
+    """The last `lines` lines of a job log written since its latest launch ("" if none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    latest = text.rfind(_LAUNCH_HEADER)
+    if latest >= 0:
+        text = text[latest:]
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def split_per_seed(root: str, merged: Job) -> str:
+    """Writes per-seed results of a finished vmap-merged job (see module docstring).
+
+    Returns "" on success, else a note saying why the results stay merged.
+    """
+    with open(_results_path(root, merged)) as f:
+        results = json.load(f)
+    per_seed = results.get(PER_SEED_KEY) if isinstance(results, dict) else None
+    if per_seed is None:
+        return f"results.json has no {PER_SEED_KEY!r} list; recorded as one merged row"
+    if (not isinstance(per_seed, list) or len(per_seed) != len(merged.seed_jobs)
+            or not all(isinstance(r, dict) for r in per_seed)):
+        return (f"results.json {PER_SEED_KEY!r} should be a list of {len(merged.seed_jobs)} dicts "
+                f"aligned with seeds={merged.seeds}; recorded as one merged row")
+    for i, seed_job in enumerate(merged.seed_jobs):
+        workdir = os.path.join(root, seed_job.name)
+        os.makedirs(workdir, exist_ok=True)
+        _write_json(os.path.join(workdir, JOB_FILE),
+                    {"name": seed_job.name, "overrides": seed_job.overrides,
+                     "merged_into": merged.name})
+        _write_json(os.path.join(workdir, RESULTS_FILE),
+                    jobs_lib.seed_results(results, i, len(merged.seed_jobs)))
+    job_file = os.path.join(root, merged.name, JOB_FILE)
+    meta = {}
+    if os.path.isfile(job_file):
+        with open(job_file) as f:
+            meta = json.load(f)
+    meta["split"] = True
+    _write_json(job_file, meta)
+    return ""
+
+
+def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], list[Job]]:
+    """Returns (jobs to run, jobs already finished) for `mode`; reads, never writes, `root`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    jobs = jobs_lib.plan_jobs(sweep.jobs)
+    if mode == "processes":
+        return ([j for j in jobs if not _is_done(root, j)],
+                [j for j in jobs if _is_done(root, j)])
+    for j in jobs:
+        value = j.overrides.get(jobs_lib.SEEDS_KEY)
+        if (value is not None and jobs_lib.SEED_KEY in j.overrides
+                and not (isinstance(value, tuple) and len(value) == 1)):
+            raise ValueError(
+                f"--mode=vmap replaces {jobs_lib.SEEDS_KEY!r} by the swept {jobs_lib.SEED_KEY!r} "
+                f"values, but job {j.name!r} sets {jobs_lib.SEEDS_KEY}={value!r}; sweep "
+                f"{jobs_lib.SEED_KEY!r} with a one-network {jobs_lib.SEEDS_KEY}=(0,) (or run "
+                "with --mode=processes)")
+    to_run, done = [], []
+    for base, group in jobs_lib.group_by_seed(jobs):
+        done += [j for j in group if _is_done(root, j)]
+        remaining = [j for j in group if not _is_done(root, j)]
+        if len(remaining) == 1:
+            to_run.append(remaining[0])  # no seed, or a single seed left: run it as is
+        elif remaining:
+            merged = jobs_lib.merge_seeds(base, remaining)
+            if _is_done(root, merged):  # finished; run_sweep (re)splits its results
+                done.append(merged)
+            else:
+                to_run.append(merged)
+    return to_run, done
+
+
+def _job_env(cwd: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+def run_sweep(
+    sweep: Sweep | str,
+    root: str,
+    *,
+    parallel: int | None = None,
+    mode: str = "processes",
+    dry_run: bool = False,
+    cwd: str | None = None,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+    aggregate: bool = True,
+    log: Callable[[str], None] | None = None,
+    poll_seconds: float = 0.02,
+) -> RunReport:
+    """Runs every unfinished job of `sweep` under `root` and (optionally) aggregates.
+
+    Args:
+        sweep: a `Sweep`, or a sweep file spec ``path.py[:arg]``.
+        root: sweep root directory; one workdir per job is made under it.
+        parallel: maximum number of concurrent subprocesses (default: CPU count).
+        mode: "processes" or "vmap" (see module docstring).
+        dry_run: print the plan and commands; run and write nothing.
+        cwd: project root the jobs run in (config paths are relative to it and
+            it is put on PYTHONPATH); default: the current directory.
+        python: interpreter for the jobs (default: this one).
+        env: extra environment variables for the jobs.
+        aggregate: write <root>/results.csv and summary.md after the run.
+        log: progress printer (default: print to stdout).
+
+    Returns:
+        A `RunReport`; ``report.exit_code`` is 1 if any job failed. A failing job
+        never stops the others.
+    """
+    log = log or (lambda msg: print(msg, flush=True))
+    if isinstance(sweep, str):
+        sweep = load_sweep(sweep)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    parallel = parallel or os.cpu_count() or 1
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
+    cwd = os.path.abspath(cwd or os.getcwd())
+    root = os.path.abspath(root)
+    config_path = sweep.config.partition(":")[0]
+    if not os.path.isfile(os.path.join(cwd, config_path)):
+        raise FileNotFoundError(
+            f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
+            "run from the project root or pass cwd=")
+
+    to_run, done = plan(sweep, root, mode)
+    results = [JobResult(j, os.path.join(root, j.name), "skipped",
+                         jobs_lib.command(sweep, j, os.path.join(root, j.name), python))
+               for j in done]
+    log(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, mode={mode}, {len(to_run)} to run "
+        f"({len(done)} already finished), parallel={parallel}, root={root}")
+    for r in results:
+        if r.job.is_merged and not dry_run:
+            try:  # in case a previous run stopped before splitting
+                r.note = split_per_seed(root, r.job)
+            except (OSError, ValueError) as e:
+                r.note = f"cannot split {RESULTS_FILE}: {e}"
+        log(f"  skipped  {r.job.name}  (results.json exists)")
+
+    if dry_run:
+        for job in to_run:
+            workdir = os.path.join(root, job.name)
+            argv = jobs_lib.command(sweep, job, workdir, python)
+            results.append(JobResult(job, workdir, "dry_run", argv))
+            log(f"  would run  {job.name}\n    {shlex.join(argv)}")
+        return RunReport(results)
+
+    results += _execute(sweep, to_run, root, parallel=parallel, mode=mode, cwd=cwd,
+                        python=python, env=_job_env(cwd, env), log=log, poll_seconds=poll_seconds)
+    report = RunReport(results)
+    log(f"sweep {sweep.name}: {report.summary()}")
+    for r in report.failed:
+        log(f"FAILED {r.job.name} (exit code {r.returncode}{'; ' + r.note if r.note else ''}); "
+            f"log: {os.path.join(r.workdir, LOG_FILE)}")
+    if aggregate:
+        aggregate_lib.aggregate(root, log=log)
+    return report
+
+
+def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, mode: str,
+             cwd: str, python: str | None, env: dict[str, str],
+             log: Callable[[str], None], poll_seconds: float) -> list[JobResult]:
+    """Runs `to_run` with at most `parallel` live subprocesses; returns their results."""
+    pending = collections.deque(to_run)
+    running: dict[subprocess.Popen, tuple[Job, list[str], float, Any]] = {}
+    finished: list[JobResult] = []
+    total = len(to_run)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.popleft()
+                workdir = os.path.join(root, job.name)
+                os.makedirs(workdir, exist_ok=True)
+                argv = jobs_lib.command(sweep, job, workdir, python)
+                meta = {"name": job.name, "overrides": job.overrides, "mode": mode,
+                        "experiment": sweep.experiment, "config": sweep.config,
+                        "command": shlex.join(argv)}
+                if job.is_merged:
+                    meta["seed_jobs"] = [j.name for j in job.seed_jobs]
+                _write_json(os.path.join(workdir, JOB_FILE), meta)
+                logfile = open(os.path.join(workdir, LOG_FILE), "ab")  # pylint: disable=consider-using-with
+                logfile.write(f"{_LAUNCH_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                              f"{shlex.join(argv)}\n".encode())
+                logfile.flush()
+                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=logfile,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                running[proc] = (job, argv, time.monotonic(), logfile)
+                log(f"  started  {job.name}")
+            for proc in [p for p in running if p.poll() is not None]:
+                job, argv, start, logfile = running.pop(proc)
+                logfile.close()
+                result = _finish(root, job, argv, proc.returncode, start, time.monotonic())
+                finished.append(result)
+                _log_result(log, result, len(finished), total)
+            if running:
+                time.sleep(poll_seconds)
+    except BaseException:
+        if running:
+            log(f"interrupted: stopping {len(running)} running job(s); rerun to continue")
+        for proc in running:
+            proc.terminate()
+        for proc, (_, _, _, logfile) in running.items():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            logfile.close()
+        raise
+    return finished
+
+
+def _finish(root: str, job: Job, argv: list[str], returncode: int, start: float,
+            end: float) -> JobResult:
+    workdir = os.path.join(root, job.name)
+    result = JobResult(job, workdir, "ok", argv, returncode, start, end)
+    if returncode != 0:
+        result.status = "failed"
+    elif not _is_done(root, job):
+        result.status = "failed"
+        result.note = f"exited 0 but wrote no {RESULTS_FILE}"
+    elif job.is_merged:
+        try:
+            result.note = split_per_seed(root, job)
+        except (OSError, ValueError) as e:  # unreadable results.json
+            result.status, result.note = "failed", f"cannot read {RESULTS_FILE}: {e}"
+    if result.status == "failed":
+        result.log_tail = tail(os.path.join(workdir, LOG_FILE))
+    return result
+
+
+def _log_result(log: Callable[[str], None], r: JobResult, i: int, total: int) -> None:
+    line = f"  [{i}/{total}] {r.status:<7} {r.job.name}  ({r.seconds:.1f}s)"
+    if r.note:
+        line += f"  {r.note}"
+    if r.status == "failed":
+        indented = "\n".join("    | " + l for l in r.log_tail.splitlines())
+        line += f"\n    exit code {r.returncode}; last lines of {os.path.join(r.workdir, LOG_FILE)}:\n{indented}"
+    log(line)
