@@ -1,0 +1,654 @@
+"""Tests for gbi_jax.inference, the GBI primitives.
+
+Checked against closed-form answers (linear-Gaussian decoders, convex
+quadratics), finite differences, hand-written optax loops, and for agreement
+between jit / no-jit / vmap / a Python loop over examples.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+from scipy import stats
+
+from gbi_jax import inference
+from gbi_jax.analysis import metrics
+
+# --------------------------------------------------------------------------
+# Shared toy losses.
+# --------------------------------------------------------------------------
+
+
+def _decoder(seed, dim_x=6, num_tasks=4, dtype=np.float32):
+    """A small nonlinear decoder ``x_hat = V tanh(W z + b)`` (weights frozen)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(dim_x, num_tasks)).astype(dtype)
+    b = (0.1 * rng.normal(size=dim_x)).astype(dtype)
+    v = (rng.normal(size=(dim_x, dim_x)) / np.sqrt(dim_x)).astype(dtype)
+    return w, b, v
+
+
+def _decoder_loss(params, z, x):
+    """Reconstruction loss of ONE example: ``0.5 * ||x - V tanh(W z + b)||^2``."""
+    w, b, v = params
+    return 0.5 * jnp.sum((x - v @ jnp.tanh(w @ z + b)) ** 2)
+
+
+def _data(seed, shape, dtype=np.float32):
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+def _linear_gaussian_loss(w, x, noise_sd):
+    """Negative log-likelihood of ``x ~ N(W z, s^2 I)`` up to a constant."""
+    return lambda z: 0.5 / noise_sd**2 * jnp.sum((x - w @ z) ** 2)
+
+
+def _equicorrelated_columns(rng, dim_x, num_tasks, sq_norm, inner):
+    """``W [D, K]`` with ``||W e_k||^2 = sq_norm`` and ``<W e_j, W e_k> = inner`` (j != k)."""
+    gram = (sq_norm - inner) * np.eye(num_tasks) + inner * np.ones((num_tasks, num_tasks))
+    q, _ = np.linalg.qr(rng.normal(size=(dim_x, num_tasks)))
+    w = q @ np.linalg.cholesky(gram).T
+    np.testing.assert_allclose(w.T @ w, gram, atol=1e-10)
+    return w
+
+
+# --------------------------------------------------------------------------
+# One-step GBI against exact Bayes.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("num_tasks,dim_x,sq_norm,inner", [
+    (2, 4, 1.0, 0.0),      # orthonormal columns
+    (3, 6, 2.0, 0.5),      # equal norms, equal positive overlaps
+    (5, 8, 1.5, -0.2),     # equal negative overlaps
+    (8, 8, 4.0, 1.0),      # K = D
+])
+def test_one_step_equals_exact_bayes_for_linear_gaussian(num_tasks, dim_x, sq_norm, inner):
+    """For x = W z + noise the loss is quadratic in z, so
+
+        log p(x|e_k) - log p(x|u) = s·(e_k - u) - 0.5/s^2 ||W (e_k - u)||^2
+
+    with ``s = -dL/dz(u)``. With equal column norms and equal pairwise inner
+    products the quadratic term is the same for all k, so the one-step scores
+    are the exact log-likelihoods plus a per-example constant.
+    """
+    rng = np.random.default_rng(num_tasks)
+    noise_sd = 0.7
+    w = _equicorrelated_columns(rng, dim_x, num_tasks, sq_norm, inner)
+    num_examples = 300
+    context = rng.integers(num_tasks, size=num_examples)
+    x = w[:, context].T + noise_sd * rng.normal(size=(num_examples, dim_x))
+    x[:30] *= 4.0  # some far-away points too
+    x = x.astype(np.float32)
+    z0 = inference.max_entropy_latent(num_tasks)
+
+    res = jax.jit(lambda xs: inference.one_step_batch(
+        lambda z, xi: _linear_gaussian_loss(w.astype(np.float32), xi, noise_sd)(z), z0, xs))(x)
+    log_lik = stats.norm.logpdf(x[:, None, :].astype(np.float64), w.T[None], noise_sd).sum(-1)
+
+    # Affine relation: centred scores == slope * centred log-likelihoods, slope 1.
+    cs = np.asarray(metrics.centered(res.scores), np.float64)
+    cl = np.asarray(metrics.centered(log_lik), np.float64)
+    slope = np.sum(cs * cl) / np.sum(cl * cl)
+    residual = cs - slope * cl
+    np.testing.assert_allclose(slope, 1.0, rtol=1e-5)
+    assert np.max(np.abs(residual)) <= 1e-5 * np.max(np.abs(cl)) + 1e-4
+
+    # Bayes argmax (uniform prior) == one-step prediction, except float32 near-ties.
+    bayes = np.argmax(log_lik, axis=1)
+    top2 = np.sort(log_lik, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-3
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(np.asarray(res.prediction)[clear], bayes[clear])
+
+
+def test_one_step_first_order_identity_for_any_linear_decoder():
+    """Without the equal-geometry construction the quadratic term differs per k,
+    but the exact second-order identity still holds for a quadratic loss."""
+    rng = np.random.default_rng(0)
+    num_tasks, dim_x, noise_sd = 4, 5, 0.5
+    w = rng.normal(size=(dim_x, num_tasks))
+    x = rng.normal(size=dim_x)
+    with jax.enable_x64(True):
+        u = inference.max_entropy_latent(num_tasks, dtype=jnp.float64)
+        res = inference.one_step(_linear_gaussian_loss(jnp.asarray(w), jnp.asarray(x), noise_sd), u)
+        eye = np.eye(num_tasks)
+        log_lik = stats.norm.logpdf(x[None], (w @ eye).T, noise_sd).sum(-1)
+        log_lik_u = stats.norm.logpdf(x, w @ np.asarray(u), noise_sd).sum()
+        quad = 0.5 / noise_sd**2 * np.sum((w @ (eye - np.asarray(u)[:, None])) ** 2, axis=0)
+        np.testing.assert_allclose(log_lik - log_lik_u,
+                                   (eye - np.asarray(u)) @ np.asarray(res.scores) - quad,
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_softmax_latent_at_zero_logits_gives_same_prediction():
+    """At uniform logits the softmax Jacobian only centres (and scales) the gradient."""
+    params = _decoder(1, num_tasks=5)
+    x = _data(2, (32, 6))
+    probs, logits = jax.jit(lambda xs: (
+        inference.one_step_batch(lambda z, xi: _decoder_loss(params, z, xi),
+                                 inference.max_entropy_latent(5), xs),
+        inference.one_step_batch(lambda z, xi: _decoder_loss(params, jax.nn.softmax(z), xi),
+                                 inference.max_entropy_latent(5, parameterization="logits"),
+                                 xs)))(x)
+    np.testing.assert_array_equal(probs.prediction, logits.prediction)
+    np.testing.assert_allclose(logits.scores, metrics.centered(probs.scores) / 5, rtol=1e-4,
+                               atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Iterative optimisation against analytic optima.
+# --------------------------------------------------------------------------
+def _quadratic(seed, num_tasks=4, lo=1.0, hi=4.0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(num_tasks, num_tasks)))
+    a = (q * np.linspace(lo, hi, num_tasks)) @ q.T
+    c = rng.normal(size=num_tasks)
+    return a.astype(np.float32), c.astype(np.float32)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.3, 2.0])
+def test_optimize_reaches_quadratic_optimum_with_squared_penalty(penalty):
+    a, c = _quadratic(0)
+    loss = lambda z: 0.5 * (z - c) @ a @ (z - c)  # noqa: E731
+    z0 = inference.max_entropy_latent(4)
+    anchor = jnp.asarray([0.1, -0.2, 0.3, 0.0])
+    lr = 1.0 / (4.0 + 2.0 * penalty)  # 1 / Lipschitz constant of the objective
+    num_steps = 150
+    z_final, trace = inference.optimize(loss, z0, optax.sgd(lr), num_steps, penalty=penalty,
+                                        anchor=anchor, penalty_kind="squared")
+    # Optimum of 0.5 (z-c)^T A (z-c) + lam ||z - anchor||^2.
+    want = np.linalg.solve(a + 2 * penalty * np.eye(4), a @ c + 2 * penalty * np.asarray(anchor))
+    np.testing.assert_allclose(z_final, want, rtol=1e-4, atol=1e-5)
+
+    chex.assert_shape(trace.loss, (num_steps,))
+    chex.assert_shape(trace.objective, (num_steps,))
+    chex.assert_shape(trace.z, (num_steps, 4))
+    chex.assert_shape(trace.grad_norm, (num_steps,))
+    np.testing.assert_allclose(trace.z[-1], z_final)
+    # Trace fields are evaluated at the latent before each update.
+    z_before = np.concatenate([np.asarray(z0)[None], np.asarray(trace.z[:-1])])
+    np.testing.assert_allclose(trace.loss, [loss(z) for z in z_before], rtol=1e-5, atol=1e-6)
+    pen = np.sum((z_before - np.asarray(anchor)) ** 2, axis=1)
+    np.testing.assert_allclose(trace.objective, np.asarray(trace.loss) + penalty * pen,
+                               rtol=1e-5, atol=1e-6)
+    grads = (z_before - c) @ a + 2 * penalty * (z_before - np.asarray(anchor))
+    np.testing.assert_allclose(trace.grad_norm, np.linalg.norm(grads, axis=1), rtol=1e-4,
+                               atol=1e-6)
+    # Gradient descent with step <= 1/L never increases a convex quadratic objective.
+    assert np.all(np.diff(np.asarray(trace.objective)) <= 1e-6)
+
+
+def test_optimize_norm_penalty_reaches_shrinkage_optimum():
+    """Isotropic loss a/2 ||z - c||^2 + lam ||z - anchor|| is minimised at
+    anchor + (1 - lam / (a r)) (c - anchor), r = ||c - anchor|| (when lam < a r)."""
+    a_scale, num_tasks = 2.0, 3
+    c = jnp.asarray([1.0, -0.5, 0.8])
+    z0 = inference.max_entropy_latent(num_tasks)  # also the default anchor
+    r = float(jnp.linalg.norm(c - z0))
+    lam = 0.4 * a_scale * r
+    z_final, trace = inference.optimize(lambda z: 0.5 * a_scale * jnp.sum((z - c) ** 2), z0,
+                                        optax.sgd(0.5 / a_scale), 60, penalty=lam)
+    want = z0 + (1 - lam / (a_scale * r)) * (c - z0)
+    np.testing.assert_allclose(z_final, want, rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(np.asarray(trace.objective)) <= 1e-6)
+
+
+def test_optimize_matches_hand_written_optax_loop():
+    params = _decoder(3)
+    x = _data(4, (6,))
+    loss = lambda z: _decoder_loss(params, z, x)  # noqa: E731
+    z0 = inference.max_entropy_latent(4)
+    opt = optax.sgd(0.3, momentum=0.5)
+    z_final, trace = inference.optimize(loss, z0, opt, 7, penalty=0.05)
+    z, state = z0, opt.init(z0)
+    for i in range(7):
+        np.testing.assert_allclose(trace.loss[i], loss(z), rtol=1e-5)
+        d = z - z0
+        pen_grad = d / jnp.linalg.norm(d) if i > 0 else jnp.zeros_like(d)  # 'norm' kind
+        updates, state = opt.update(jax.grad(loss)(z) + 0.05 * pen_grad, state, z)
+        z = optax.apply_updates(z, updates)
+        np.testing.assert_allclose(trace.z[i], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z_final, z, rtol=1e-5, atol=1e-6)
+
+
+def test_optimize_zero_steps_returns_initial_latent():
+    z0 = inference.max_entropy_latent(3)
+    z_final, trace = inference.optimize(lambda z: jnp.sum(z**2), z0, optax.sgd(0.1), 0)
+    np.testing.assert_array_equal(z_final, z0)
+    chex.assert_shape(trace.z, (0, 3))
+
+
+# --------------------------------------------------------------------------
+# Gradients against finite differences (float64, scoped so x64 does not leak).
+# --------------------------------------------------------------------------
+def test_one_step_grad_matches_central_differences():
+    with jax.enable_x64(True):
+        params = tuple(jnp.asarray(p) for p in _decoder(5, dtype=np.float64))
+        x = jnp.asarray(_data(6, (6,), np.float64))
+        loss = lambda z: _decoder_loss(params, z, x)  # noqa: E731
+        eps = 1e-6
+        for z in (inference.max_entropy_latent(4, dtype=jnp.float64),
+                  jnp.asarray(_data(7, (4,), np.float64))):
+            res = inference.one_step(loss, z)
+            assert res.grad.dtype == jnp.float64
+            eye = jnp.eye(4, dtype=jnp.float64)
+            fd = np.array([(loss(z + eps * e) - loss(z - eps * e)) / (2 * eps) for e in eye])
+            np.testing.assert_allclose(res.grad, fd, rtol=1e-7, atol=1e-9)
+            np.testing.assert_allclose(res.scores, -fd, rtol=1e-7, atol=1e-9)
+    assert jnp.zeros(1).dtype == jnp.float32  # x64 did not leak
+
+
+def test_l2_penalty_gradients():
+    with jax.enable_x64(True):
+        anchor = jnp.asarray([0.25, 0.25, 0.25, 0.25])
+        z = jnp.asarray([0.9, -0.1, 0.3, 0.2])
+        for kind in ("norm", "squared"):
+            check_grads(jax.jit(lambda q, k=kind: inference.l2_penalty(q, anchor, k)), (z,),
+                        order=1, modes=("fwd", "rev"), eps=1e-6)
+        # The 'norm' kind has gradient 0 (not NaN) at the anchor.
+        np.testing.assert_array_equal(jax.grad(inference.l2_penalty)(anchor, anchor, "norm"),
+                                      np.zeros(4))
+        with pytest.raises(ValueError, match="penalty kind must be 'norm' or 'squared'"):
+            inference.l2_penalty(z, anchor, "l1")
+
+
+def test_differentiating_through_primitives_matches_finite_differences():
+    """Meta-gradients through the scans (e.g. w.r.t. data or decoder weights)."""
+    with jax.enable_x64(True):
+        params = tuple(jnp.asarray(p) for p in _decoder(8, dtype=np.float64))
+        z0 = inference.max_entropy_latent(4, dtype=jnp.float64)
+        x = jnp.asarray(_data(9, (6,), np.float64))
+        opt = optax.sgd(0.2, momentum=0.5)
+
+        def optimized(xx):
+            return inference.optimize(lambda z: _decoder_loss(params, z, xx), z0, opt, 4,
+                                      penalty=0.1, penalty_kind="squared")[0]
+
+        def ood(xx):
+            s = inference.ood_scores(lambda z: _decoder_loss(params, z, xx), z0,
+                                     temperature=0.5, step_size=0.3)
+            return jnp.stack([s.loss, s.max_score, s.grad_norm, s.posterior_entropy,
+                              s.loss_after_step])
+
+        seq = jnp.asarray(_data(10, (5, 6), np.float64))
+
+        def online_final(ss):
+            def window_loss(z, obs, mask):
+                per = jax.vmap(lambda o: _decoder_loss(params, z, o))(obs)
+                return jnp.sum(jnp.where(mask, per, 0.0)), None
+            return inference.online(window_loss, z0, ss, opt, window=2, num_steps=2)[0]
+
+        # jit so that each finite-difference evaluation reuses one compiled program.
+        check_grads(jax.jit(optimized), (x,), order=1, modes=("fwd", "rev"), eps=1e-6)
+        check_grads(jax.jit(ood), (x,), order=1, modes=("rev",), eps=1e-6)
+        check_grads(jax.jit(online_final), (seq,), order=1, modes=("rev",), eps=1e-6)
+
+
+# --------------------------------------------------------------------------
+# jit / no-jit / vmap / Python-loop agreement.
+# --------------------------------------------------------------------------
+_PARAMS = _decoder(11)
+_X = _data(12, (5, 6))
+_SEQ = _data(13, (7, 6))
+_Z0 = inference.max_entropy_latent(4)
+_OPT = optax.sgd(0.3, momentum=0.5)
+
+
+def _window_loss(z, obs, mask):
+    per = jax.vmap(lambda o: _decoder_loss(_PARAMS, z, o))(obs)
+    return jnp.sum(jnp.where(mask, per, 0.0)), per[-1]
+
+
+class JitAgreementTest(chex.TestCase):
+    """Each primitive under jit and without jit matches a plain reference."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_one_step(self):
+        fn = self.variant(lambda x: inference.one_step(
+            lambda z: _decoder_loss(_PARAMS, z, x), _Z0, temperature=0.5))
+        res = fn(_X[0])
+        g = jax.grad(lambda z: _decoder_loss(_PARAMS, z, _X[0]))(_Z0)
+        np.testing.assert_allclose(res.grad, g, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(res.posterior, jax.nn.softmax(-g / 0.5), rtol=1e-5)
+        self.assertEqual(int(res.prediction), int(np.argmax(-g)))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_optimize(self):
+        fn = self.variant(lambda x: inference.optimize(
+            lambda z: _decoder_loss(_PARAMS, z, x), _Z0, _OPT, 6, penalty=0.1))
+        z_final, trace = fn(_X[0])
+        ref_final, ref_trace = jax.jit(lambda x: inference.optimize(
+            lambda z: _decoder_loss(_PARAMS, z, x), _Z0, _OPT, 6, penalty=0.1))(_X[0])
+        chex.assert_trees_all_close((z_final, trace), (ref_final, ref_trace), rtol=1e-5,
+                                    atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_online(self):
+        fn = self.variant(lambda s: inference.online(_window_loss, _Z0, s, _OPT, window=3,
+                                                     num_steps=2, penalty=0.05))
+        z_final, trace = fn(_SEQ)
+        ref_z, ref_losses = _online_reference(_window_loss, _Z0, _SEQ, _OPT, window=3,
+                                              num_steps=2, penalty=0.05, kind="norm")
+        np.testing.assert_allclose(trace.z, ref_z, rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(trace.loss, ref_losses, rtol=1e-4, atol=2e-5)
+        np.testing.assert_allclose(z_final, ref_z[-1], rtol=1e-4, atol=2e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ood_scores(self):
+        fn = self.variant(lambda x: inference.ood_scores(
+            lambda z: _decoder_loss(_PARAMS, z, x), _Z0, temperature=0.5, step_size=0.2))
+        s = fn(_X[1])
+        loss = lambda z: _decoder_loss(_PARAMS, z, _X[1])  # noqa: E731
+        g = jax.grad(loss)(_Z0)
+        p = jax.nn.softmax(-g / 0.5)
+        np.testing.assert_allclose(s.loss, loss(_Z0), rtol=1e-6)
+        np.testing.assert_allclose(s.max_score, jnp.max(-g), rtol=1e-5)
+        np.testing.assert_allclose(s.grad_norm, jnp.linalg.norm(g), rtol=1e-5)
+        np.testing.assert_allclose(s.posterior_entropy, -jnp.sum(p * jnp.log(p)), rtol=1e-5)
+        np.testing.assert_allclose(s.loss_after_step, loss(_Z0 - 0.2 * g), rtol=1e-5)
+
+
+def test_vmap_matches_python_loop():
+    # The single-example functions are jitted so the Python loop reuses one program.
+    single_one_step = jax.jit(lambda x: inference.one_step(
+        lambda z: _decoder_loss(_PARAMS, z, x), _Z0))
+    single_optimize = jax.jit(lambda x: inference.optimize(
+        lambda z: _decoder_loss(_PARAMS, z, x), _Z0, _OPT, 5, penalty=0.1))
+    single_ood = jax.jit(lambda x: inference.ood_scores(
+        lambda z: _decoder_loss(_PARAMS, z, x), _Z0))
+    seqs = np.stack([_SEQ, _SEQ[::-1], 2 * _SEQ])
+    single_online = jax.jit(lambda s: inference.online(_window_loss, _Z0, s, _OPT, window=2))
+
+    cases = [(single_one_step, _X), (single_optimize, _X), (single_ood, _X),
+             (single_online, seqs)]
+    for fn, inputs in cases:
+        batched = jax.vmap(fn)(inputs)
+        looped = [fn(inputs[i]) for i in range(len(inputs))]
+        stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *looped)
+        chex.assert_trees_all_close(batched, stacked, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Online inference.
+# --------------------------------------------------------------------------
+def _online_reference(loss_fn, z0, seq, opt, *, window, num_steps, penalty, kind):
+    """Hand-written online protocol: window of the last H observations (zero
+    padded, masked), loss at the carried-in latent, then num_steps optax updates."""
+    seq = np.asarray(seq)
+    padded = np.concatenate([np.zeros((window - 1,) + seq.shape[1:], seq.dtype), seq])
+    z, state = z0, opt.init(z0)
+    zs, losses = [], []
+    for t in range(len(seq)):
+        obs = padded[t:t + window]
+        mask = np.arange(window) >= window - 1 - t
+        f = lambda q: loss_fn(q, obs, mask)[0]  # noqa: E731
+        losses.append(f(z))
+        for _ in range(num_steps):
+            d = z - z0
+            if kind == "squared":
+                pen_grad = 2 * d
+            else:
+                n = jnp.linalg.norm(d)
+                pen_grad = jnp.where(n > 0, d / jnp.where(n > 0, n, 1.0), 0.0)
+            updates, state = opt.update(jax.grad(f)(z) + penalty * pen_grad, state, z)
+            z = optax.apply_updates(z, updates)
+        zs.append(z)
+    return np.stack(zs), np.array(losses)
+
+
+def test_online_window_one_equals_optax_loop_on_current_observation():
+    w = _data(20, (3, 4))
+    seq = _data(21, (9, 3))
+    z0 = inference.max_entropy_latent(4)
+    opt = optax.sgd(0.2, momentum=0.7)
+
+    def current_only(z, obs, mask):
+        del mask
+        return 0.5 * jnp.sum((obs[0] - w @ z) ** 2), obs[0]
+
+    z_final, trace = inference.online(current_only, z0, seq, opt, window=1)
+    z, state = z0, opt.init(z0)
+    for t in range(9):
+        loss = lambda q: 0.5 * jnp.sum((seq[t] - w @ q) ** 2)  # noqa: E731
+        np.testing.assert_allclose(trace.loss[t], loss(z), rtol=1e-5)
+        np.testing.assert_allclose(trace.grad[t], jax.grad(loss)(z), rtol=1e-5, atol=1e-6)
+        updates, state = opt.update(jax.grad(loss)(z), state, z)
+        z = optax.apply_updates(z, updates)
+        np.testing.assert_allclose(trace.z[t], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trace.aux, seq)  # aux of the newest observation
+    np.testing.assert_allclose(z_final, z, rtol=1e-5, atol=1e-6)
+
+
+def test_online_mask_marks_padded_entries_at_start():
+    window, length = 4, 6
+    seq = np.arange(1.0, length + 1, dtype=np.float32)
+
+    def loss_fn(z, obs, mask):
+        return jnp.sum(z) * jnp.sum(jnp.where(mask, obs, 0.0)), (obs, mask)
+
+    _, trace = inference.online(loss_fn, inference.max_entropy_latent(2), seq, optax.sgd(0.0),
+                                window=window)
+    obs, mask = trace.aux
+    chex.assert_shape(obs, (length, window))
+    chex.assert_shape(mask, (length, window))
+    for t in range(length):
+        want_mask = np.arange(window) >= window - 1 - t
+        np.testing.assert_array_equal(mask[t], want_mask)
+        np.testing.assert_array_equal(np.asarray(obs[t])[~want_mask], 0.0)  # zero padding
+        np.testing.assert_array_equal(np.asarray(obs[t])[want_mask],
+                                      seq[max(0, t - window + 1):t + 1])
+
+
+@pytest.mark.parametrize("num_steps,kind", [(1, "squared"), (3, "squared"), (3, "norm")])
+def test_online_num_steps_equals_sequential_updates(num_steps, kind):
+    z_final, trace = inference.online(_window_loss, _Z0, _SEQ, _OPT, window=3,
+                                      num_steps=num_steps, penalty=0.1, penalty_kind=kind)
+    ref_z, ref_losses = _online_reference(_window_loss, _Z0, _SEQ, _OPT, window=3,
+                                          num_steps=num_steps, penalty=0.1, kind=kind)
+    np.testing.assert_allclose(trace.z, ref_z, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(trace.loss, ref_losses, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(z_final, ref_z[-1], rtol=1e-4, atol=2e-5)
+
+
+# --------------------------------------------------------------------------
+# Per-example latents (never a batch-mean loss with a shared latent).
+# --------------------------------------------------------------------------
+def _example_loss(z, x):
+    return _decoder_loss(_PARAMS, z, x)
+
+
+_one_step_batch = jax.jit(lambda z0, x: inference.one_step_batch(_example_loss, z0, x))
+_one_step_single = jax.jit(lambda x: inference.one_step(lambda z: _example_loss(z, x), _Z0))
+
+
+def test_one_step_batch_gives_per_example_gradients():
+    res = _one_step_batch(_Z0, _X)
+    chex.assert_shape(res.grad, (5, 4))
+    chex.assert_shape(res.prediction, (5,))
+    for i in range(5):
+        single = _one_step_single(_X[i])
+        np.testing.assert_allclose(res.grad[i], single.grad, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(res.loss[i], single.loss, rtol=1e-6)
+
+    # Changing one example changes only its own row.
+    x2 = _X.copy()
+    x2[2] += 1.0
+    res2 = _one_step_batch(_Z0, x2)
+    keep = np.arange(5) != 2
+    np.testing.assert_array_equal(res2.grad[keep], res.grad[keep])
+    assert not np.allclose(res2.grad[2], res.grad[2])
+
+    # A shared latent with a batch-mean loss would give the mean row for everyone.
+    shared = inference.one_step(lambda z: jnp.mean(jax.vmap(_example_loss, (None, 0))(z, _X)),
+                                _Z0)
+    np.testing.assert_allclose(shared.grad, np.mean(res.grad, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(res.grad, shared.grad[None])
+
+    # Documented alternative: a [B, K] latent with a SUMMED loss.
+    zb = jnp.broadcast_to(_Z0, (5, 4))
+    summed = inference.one_step(lambda z: jnp.sum(jax.vmap(_example_loss)(z, _X)), zb)
+    np.testing.assert_allclose(summed.grad, res.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(summed.prediction, res.prediction)
+
+    # [B, K] starting latents are used as given.
+    zs = jnp.asarray(_data(30, (5, 4)))
+    res_z = _one_step_batch(zs, _X)
+    np.testing.assert_allclose(
+        res_z.grad[3], jax.grad(_example_loss)(zs[3], _X[3]), rtol=1e-5, atol=1e-6)
+
+
+def test_per_example_broadcasts_shared_latent_and_takes_pytree_batches():
+    def fn(z, example):
+        return jax.grad(lambda q: _decoder_loss(_PARAMS, q, example["x"]) * example["w"])(z)
+
+    batch = {"x": _X, "w": np.linspace(0.5, 2.0, 5).astype(np.float32)}
+    got = inference.per_example(fn)(_Z0, batch)
+    chex.assert_shape(got, (5, 4))
+    for i in range(5):
+        np.testing.assert_allclose(got[i], fn(_Z0, {"x": _X[i], "w": batch["w"][i]}),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty batch"):
+        inference.per_example(fn)(_Z0, {})
+
+
+def test_optimize_batch_is_per_example():
+    z_final, trace = inference.optimize_batch(_example_loss, _Z0, _X, _OPT, 4, penalty=0.1)
+    chex.assert_shape(z_final, (5, 4))
+    chex.assert_shape(trace.z, (5, 4, 4))
+    x2 = _X.copy()
+    x2[0] -= 1.0
+    z_final2, _ = inference.optimize_batch(_example_loss, _Z0, x2, _OPT, 4, penalty=0.1)
+    np.testing.assert_array_equal(z_final2[1:], z_final[1:])
+    assert not np.allclose(z_final2[0], z_final[0])
+    single, _ = inference.optimize(lambda z: _example_loss(z, _X[3]), _Z0, _OPT, 4, penalty=0.1)
+    np.testing.assert_allclose(z_final[3], single, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "optimize_batch forwards `anchor` unchanged to every example, so a per-example "
+    "[B, K] anchor is closed over whole and the penalty sums distances to ALL B anchors"))
+def test_optimize_batch_with_per_example_anchor():
+    anchors = jnp.asarray(_data(31, (5, 4)))
+    z_final, _ = inference.optimize_batch(_example_loss, _Z0, _X, _OPT, 4, penalty=0.5,
+                                          anchor=anchors, penalty_kind="squared")
+    single, _ = inference.optimize(lambda z: _example_loss(z, _X[2]), _Z0, _OPT, 4, penalty=0.5,
+                                   anchor=anchors[2], penalty_kind="squared")
+    np.testing.assert_allclose(z_final[2], single, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Property tests.
+# --------------------------------------------------------------------------
+@jax.jit
+def _properties_run(w, x, temperature):
+    z0 = inference.max_entropy_latent(w.shape[1])
+    loss = lambda z, xi: 0.5 * jnp.sum((xi - jnp.tanh(w @ z)) ** 2)  # noqa: E731
+    res = inference.one_step_batch(loss, z0, x, temperature=temperature)
+    return res, inference.entropy(res.posterior)
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_tasks=st.integers(2, 12), batch=st.sampled_from([1, 3, 8]),
+       temperature=st.floats(0.05, 20.0), seed=st.integers(0, 2**16))
+def test_one_step_properties(num_tasks, batch, temperature, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(5, num_tasks)).astype(np.float32)
+    x = rng.normal(size=(batch, 5)).astype(np.float32)
+    # One compilation per (K, batch); the temperature is traced, so the second call
+    # reuses it. Results go to NumPy so the checks below compile nothing.
+    res, ent = jax.tree_util.tree_map(np.asarray, _properties_run(w, x, np.float32(temperature)))
+    res_t1, _ = jax.tree_util.tree_map(np.asarray, _properties_run(w, x, np.float32(1.0)))
+
+    assert res.posterior.shape == (batch, num_tasks)
+    np.testing.assert_allclose(np.sum(res.posterior, axis=-1), 1.0, rtol=1e-5)
+    assert np.all(res.posterior >= 0)
+    np.testing.assert_array_equal(res.scores, -res.grad)
+    # prediction is an argmax of the posterior (ties after rounding allowed) ...
+    post = res.posterior
+    np.testing.assert_array_equal(post[np.arange(batch), res.prediction], post.max(axis=-1))
+    np.testing.assert_array_equal(res.prediction, np.argmax(res.scores, axis=-1))
+    # ... and does not depend on the temperature.
+    np.testing.assert_array_equal(res.prediction, res_t1.prediction)
+    assert res.prediction.dtype == np.int32
+    # A sharper temperature gives a sharper posterior; entropy stays in [0, log K].
+    assert np.all(ent >= -1e-5) and np.all(ent <= np.log(num_tasks) + 1e-5)
+    if temperature < 1.0:
+        assert np.all(post.max(-1) >= res_t1.posterior.max(-1) - 1e-6)
+
+
+# --------------------------------------------------------------------------
+# Bad input.
+# --------------------------------------------------------------------------
+def _quad(z):
+    return jnp.sum(z**2)
+
+
+def test_fewer_than_two_tasks_is_rejected():
+    with pytest.raises(ValueError, match="num_tasks must be >= 2"):
+        inference.max_entropy_latent(1)
+    with pytest.raises(ValueError, match="K >= 2"):
+        inference.one_step(_quad, jnp.ones(1))
+    with pytest.raises(ValueError, match="K >= 2"):
+        inference.one_step(_quad, jnp.ones(()))
+    with pytest.raises(ValueError, match="K >= 2"):
+        inference.one_step_batch(lambda z, x: jnp.sum((z - x) ** 2), jnp.ones((3, 1)),
+                                 jnp.ones((3, 1)))
+    with pytest.raises(ValueError, match="K >= 2"):
+        inference.ood_scores(_quad, jnp.ones(1))
+    with pytest.raises(ValueError, match="parameterization must be 'probs' or 'logits'"):
+        inference.max_entropy_latent(3, parameterization="simplex")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "optimize / optimize_batch / online do not validate the latent; a K = 1 (or scalar) "
+    "latent runs silently, unlike one_step / ood_scores"))
+@pytest.mark.parametrize("which", ["optimize", "optimize_batch", "online"])
+def test_iterative_primitives_reject_single_task_latent(which):
+    z1 = jnp.ones(1)
+    with pytest.raises(ValueError, match="K >= 2"):
+        if which == "optimize":
+            inference.optimize(_quad, z1, optax.sgd(0.1), 2)
+        elif which == "optimize_batch":
+            inference.optimize_batch(lambda z, x: jnp.sum((z - x) ** 2), z1, jnp.ones((3, 1)),
+                                     optax.sgd(0.1), 2)
+        else:
+            inference.online(lambda z, o, m: (jnp.sum(z * o[0]), None), z1, jnp.ones(4),
+                             optax.sgd(0.1), window=2)
+
+
+def test_bad_step_counts_and_windows_are_rejected():
+    z0 = inference.max_entropy_latent(3)
+    window_loss = lambda z, o, m: (jnp.sum(z) * jnp.sum(o), None)  # noqa: E731
+    with pytest.raises(ValueError, match="num_steps must be a non-negative integer"):
+        inference.optimize(_quad, z0, optax.sgd(0.1), -1)
+    with pytest.raises(ValueError, match="num_steps must be a non-negative integer"):
+        inference.optimize(_quad, z0, optax.sgd(0.1), 2.5)
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        inference.online(window_loss, z0, jnp.ones(4), optax.sgd(0.1), window=2, num_steps=-1)
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        inference.online(window_loss, z0, jnp.ones(4), optax.sgd(0.1), window=2, num_steps=0)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        inference.online(window_loss, z0, jnp.ones(4), optax.sgd(0.1), window=0)
+
+
+def test_non_scalar_loss_is_rejected():
+    # JAX itself raises a TypeError naming the problem ("Gradient only defined for
+    # scalar-output functions"); inference.one_step's own ValueError check comes
+    # after value_and_grad and is therefore never reached.
+    z0 = inference.max_entropy_latent(3)
+    vector_loss = lambda z: z**2  # noqa: E731
+    with pytest.raises((TypeError, ValueError), match="scalar"):
+        inference.one_step(vector_loss, z0)
+    with pytest.raises((TypeError, ValueError), match="scalar"):
+        inference.one_step_batch(lambda z, x: z * x, z0, jnp.ones((2, 3)))
+    with pytest.raises((TypeError, ValueError), match="scalar"):
+        inference.optimize(vector_loss, z0, optax.sgd(0.1), 2)
+    with pytest.raises((TypeError, ValueError), match="scalar"):
+        inference.ood_scores(vector_loss, z0)
+    with pytest.raises((TypeError, ValueError), match="scalar"):
+        inference.online(lambda z, o, m: (z * o[0], None), z0, jnp.ones(4), optax.sgd(0.1),
+                         window=2)
