@@ -171,6 +171,17 @@ def l2_penalty(z: Array, anchor: Array, kind: str = "norm") -> Array:
     raise ValueError(f"penalty kind must be 'norm' or 'squared', got {kind!r}.")
 
 
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_temperature(temperature: Any) -> None:
+    if isinstance(temperature, (int, float)) and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+
 def _check_latent(z0: Array) -> None:
     if z0.ndim < 1 or z0.shape[-1] < 2:
         raise ValueError(
@@ -195,9 +206,12 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0) -> OneStep
       :class:`OneStepResult`. Cost: one forward and one backward pass, whatever K.
     """
     _check_latent(z0)
+    _check_temperature(temperature)
+    out = jax.eval_shape(loss_fn, z0)
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError("loss_fn must return a scalar loss for one latent, got "
+                         f"{getattr(out, 'shape', type(out))}; for a batch use one_step_batch.")
     loss, grad = jax.value_and_grad(loss_fn)(z0)
-    if jnp.ndim(loss) != 0:
-        raise ValueError(f"loss_fn must return a scalar, got shape {jnp.shape(loss)}.")
     scores = -grad
     posterior = jax.nn.softmax(scores / temperature, axis=-1)
     prediction = jnp.argmax(scores, axis=-1).astype(jnp.int32)
@@ -269,8 +283,8 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
       ``(z_final, trace)`` with ``trace`` an :class:`OptimizeTrace` of length
       ``num_steps``.
     """
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 0:
-        raise ValueError(f"num_steps must be a non-negative integer, got {num_steps}.")
+    _check_latent(z0)
+    num_steps = _check_int("num_steps", num_steps, 0)
     anchor = z0 if anchor is None else anchor
 
     def step(carry, _):
@@ -284,20 +298,30 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
         return (z, opt_state), OptimizeTrace(loss, loss + penalty * pen, z, gnorm)
 
     (z_final, _), trace = jax.lax.scan(step, (z0, optimizer.init(z0)), None,
-                                       length=int(num_steps))
+                                       length=num_steps)
     return z_final, trace
 
 
 def optimize_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
-                   batch: PyTree, optimizer: optax.GradientTransformation, num_steps: int,
-                   **kwargs) -> tuple[Array, OptimizeTrace]:
-    """:func:`optimize` run independently for every example (``vmap``)."""
+                   batch: PyTree, optimizer: optax.GradientTransformation, num_steps: int, *,
+                   anchor: Optional[Array] = None, **kwargs) -> tuple[Array, OptimizeTrace]:
+    """:func:`optimize` run independently for every example (``vmap``).
 
-    def single(z, example):
+    ``z0`` is ``[K]`` (broadcast) or ``[B, K]``; ``anchor`` likewise ``[K]`` (shared)
+    or ``[B, K]`` (one per example); it defaults to each example's ``z0``.
+    """
+    _check_latent(z0)
+
+    def single(z, example_and_anchor):
+        example, anc = example_and_anchor
         return optimize(lambda zz: example_loss_fn(zz, example), z, optimizer, num_steps,
-                        **kwargs)
+                        anchor=anc, **kwargs)
 
-    return per_example(single)(z0, batch)
+    n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    if z0.ndim == 1:
+        z0 = jnp.broadcast_to(z0, (n,) + z0.shape)
+    anchors = z0 if anchor is None else jnp.broadcast_to(anchor, z0.shape)
+    return per_example(single)(z0, (batch, anchors))
 
 
 # --------------------------------------------------------------------------
@@ -336,10 +360,9 @@ def online(loss_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]], z0: 
     Returns:
       ``(z_final, trace)``; ``trace`` is an :class:`OnlineTrace` of length T.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}.")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    _check_latent(z0)
+    window = _check_int("window", window, 1)
+    num_steps = _check_int("num_steps", num_steps, 1)
     anchor = z0 if anchor is None else anchor
     length = jax.tree_util.tree_leaves(sequence)[0].shape[0]
     padded = jax.tree_util.tree_map(
@@ -386,7 +409,7 @@ def ood_scores(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
     latent ``z0 - step_size * g``. Vectorise over examples with ``jax.vmap`` or
     :func:`per_example`.
     """
-    res = one_step(loss_fn, z0, temperature=temperature)
+    res = one_step(loss_fn, z0, temperature=temperature)  # validates z0 and temperature
     z1 = z0 - step_size * res.grad
     return OODScores(
         loss=res.loss,

@@ -1,0 +1,303 @@
+"""Training: explicit state, jitted steps, scan-chunked fit loop over many networks.
+
+A *member* is one network being trained. ``fit`` trains M members at once:
+their states are stacked on a leading axis and every step is ``vmap``ped, so
+seeds, experimental arms (different data streams) and hyper-parameter values
+that only change data run as one compiled program. When the process sees more
+than one device (e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on
+a 2-core CPU), the member axis is sharded across devices.
+
+Randomness: member ``m`` uses ``key_m = PRNGKey(seeds[m])``; its init key and
+the key of step ``s`` are ``fold_in``s of it, so results do not depend on the
+chunking and a resumed run reproduces an uninterrupted one exactly.
+
+The loss function signature is::
+
+    loss_fn(params, data, key, step) -> (loss, metrics: dict[str, scalar])
+
+where ``data`` is the member's slice of ``member_data`` (any pytree with a
+leading member axis, or ``None``) and ``step`` the global step (int32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from gbi_jax.workdir import Workdir
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree, jax.Array, jax.Array], tuple[jax.Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """``step`` (int32), ``params`` and ``opt_state`` of one (or M stacked) network(s)."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss becomes NaN/inf; the last good checkpoint is kept."""
+
+
+def init_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+
+def member_keys(seeds: Sequence[int]) -> jax.Array:
+    """Stacked PRNG keys, one per member (raw uint32 keys; checkpoint-friendly)."""
+    return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
+    """One un-batched step: ``(state, data, key) -> (state, metrics)``."""
+
+    def train_step(state: TrainState, data: PyTree, key: jax.Array):
+        step_key = jax.random.fold_in(jax.random.fold_in(key, 1), state.step)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, data, step_key, state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics)
+        metrics["loss"] = loss
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size: int):
+    """Jitted ``(states[M], data[M], keys[M], limit) -> (states, metrics[M, chunk])``.
+
+    ``chunk_size`` steps run inside one ``lax.scan``; the member axis is ``vmap``ped.
+    Steps at or beyond ``limit`` (a traced int) leave the state unchanged, so a
+    last, shorter chunk reuses the same compiled program.
+    """
+    train_step = make_train_step(loss_fn, tx)
+
+    def one_member(state, data, key, limit):
+        def body(s, _):
+            new, metrics = train_step(s, data, key)
+            keep = s.step < limit
+            s = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
+            return s, metrics
+
+        return jax.lax.scan(body, state, None, length=chunk_size)
+
+    return jax.jit(jax.vmap(one_member, in_axes=(0, 0, 0, None)), donate_argnums=(0,))
+
+
+@dataclasses.dataclass
+class FitResult:
+    """Final stacked state and the host-side metrics history.
+
+    ``history[name]`` has shape ``[num_logged_steps, M]``; ``steps`` the step
+    numbers (1-based, the step just completed) of those rows.
+    """
+
+    state: TrainState
+    steps: np.ndarray
+    history: dict[str, np.ndarray]
+    resumed_from: int
+
+
+def _shard_members(tree: PyTree, num_members: int) -> PyTree:
+    devices = jax.devices()
+    if len(devices) < 2 or num_members % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.array(devices), ("members",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
+    return jax.device_put(tree, sharding)
+
+
+class _quiet_orbax:
+    """Orbax logs every save at INFO through absl; keep our progress lines readable."""
+
+    def __enter__(self):
+        self._level = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)
+
+    def __exit__(self, *exc):
+        logging.set_verbosity(self._level)
+
+
+def _checkpoint_manager(path: str, max_to_keep: int = 2):
+    import orbax.checkpoint as ocp
+
+    with _quiet_orbax():
+        return ocp.CheckpointManager(
+            path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                   enable_async_checkpointing=False))
+
+
+def _save(manager, step: int, state: TrainState) -> None:
+    import orbax.checkpoint as ocp
+
+    with _quiet_orbax():
+        manager.save(step, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+
+
+def _restore(manager, abstract: TrainState) -> tuple[int, TrainState]:
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
+        return 0, None
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
+    try:
+        with _quiet_orbax():
+            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax raises several types for a tree mismatch
+        raise ValueError(
+            f"Checkpoint at step {step} in {manager.directory} does not match the model/"
+            f"optimiser of this config ({type(e).__name__}: {str(e)[:300]}). Use a new "
+            "--workdir, or delete the checkpoints to start over.") from None
+    return step, restored
+
+
+def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
+        tx: optax.GradientTransformation, num_steps: int, seeds: Sequence[int],
+        member_data: PyTree = None, chunk_size: int = 100, workdir: Optional[Workdir] = None,
+        checkpoint_every: int = 1, log_every: int = 1, shard: bool = True,
+        on_chunk: Optional[Callable[[int], None]] = None, name: str = "train") -> FitResult:
+    """Train ``len(seeds)`` networks together.
+
+    Args:
+      init_fn: ``(key, data) -> params`` for one member.
+      loss_fn: see module docstring.
+      tx: optax optimiser shared by all members.
+      num_steps: total training steps per member.
+      seeds: one int per member (repeat a seed across arms for paired inits).
+      member_data: pytree with leading axis M = len(seeds), or None.
+      chunk_size: steps per compiled ``lax.scan`` chunk (host sync once per chunk).
+      workdir: if given, ``metrics.jsonl`` rows and orbax checkpoints (in
+        ``checkpoints/<name>``) are written and an existing checkpoint is resumed.
+      checkpoint_every: save every this many chunks (and always at the end).
+      log_every: record one metrics row every this many steps (averaged over
+        the steps in between).
+      shard: split the member axis over devices when there are several.
+      on_chunk: called with the completed step after every chunk (after saving);
+        used by tests to simulate an interruption.
+      name: checkpoint sub-directory and metrics tag, to keep several fits in one
+        workdir apart.
+
+    Raises:
+      ValueError: bad arguments (each message names the argument).
+      NonFiniteLossError: a loss became NaN/inf; names the step and member. The
+        state of that chunk is discarded, the last checkpoint is kept.
+    """
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    if log_every < 1 or checkpoint_every < 1:
+        raise ValueError("log_every and checkpoint_every must be >= 1.")
+    seeds = [int(s) for s in seeds]
+    m = len(seeds)
+    if m < 1:
+        raise ValueError("seeds must name at least one member.")
+    if member_data is not None:
+        for leaf in jax.tree_util.tree_leaves(member_data):
+            if leaf.shape[:1] != (m,):
+                raise ValueError(
+                    f"member_data leaves need a leading axis of size len(seeds)={m}; got a "
+                    f"leaf of shape {leaf.shape}.")
+
+    keys = member_keys(seeds)
+
+    @jax.jit
+    def init_all(keys, data):  # one compiled program instead of many eager ops
+        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+        return jax.vmap(lambda k, d: init_state(init_fn(k, d), tx))(init_keys, data)
+
+    state = init_all(keys, member_data)
+
+    start = 0
+    manager = None
+    if workdir is not None:
+        manager = _checkpoint_manager(f"{workdir.checkpoint_dir}/{name}")
+        with _quiet_orbax():
+            start, restored = _restore(manager, state)
+        if restored is not None:
+            state = restored
+            logging.info("[%s] resumed from checkpoint at step %d", name, start)
+            workdir.truncate_metrics(start, key=f"{name}_step")
+    if start > num_steps:
+        raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
+
+    if shard:
+        state, keys, member_data = _shard_members((state, keys, member_data), m)
+
+    chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps))
+    steps_log, hist = [], {}
+    last_saved = start
+    t0, s0 = time.time(), start
+    step = start
+    chunk_index = 0
+    limit = jnp.asarray(num_steps, jnp.int32)
+    while step < num_steps:
+        size = min(chunk_size, num_steps - step)
+        new_state, metrics = chunk_fn(state, member_data, keys, limit)
+        # One host sync per chunk; drop the padded steps of a short last chunk.
+        metrics = {k: np.asarray(v)[:, :size] for k, v in jax.device_get(metrics).items()}
+        loss = np.asarray(metrics["loss"])
+        if not np.all(np.isfinite(loss)):
+            bad = np.argwhere(~np.isfinite(loss))
+            member, offset = int(bad[0][0]), int(bad[bad[:, 0] == bad[0][0]][:, 1].min())
+            where = (f"{workdir.checkpoint_dir}/{name}" if workdir is not None else
+                     "no workdir, nothing saved")
+            raise NonFiniteLossError(
+                f"[{name}] non-finite loss at step {step + offset + 1} (member {member}, seed "
+                f"{seeds[member]}). Training stopped; the last good checkpoint (step "
+                f"{last_saved}) is kept ({where}). Lower the learning rate or check the data.")
+        state = new_state
+        rows = []
+        for j0 in range(0, size, log_every):
+            j1 = min(j0 + log_every, size)
+            row = {k: np.mean(np.asarray(v)[:, j0:j1], axis=1) for k, v in metrics.items()}
+            steps_log.append(step + j1)
+            for k, v in row.items():
+                hist.setdefault(k, []).append(v)
+            rows.append({f"{name}_step": step + j1,
+                         **{f"{k}_mean": float(np.mean(v)) for k, v in row.items()},
+                         **{k: v for k, v in row.items()}})
+        step += size
+        chunk_index += 1
+        if workdir is not None:
+            workdir.append_metrics(rows)
+            if chunk_index % checkpoint_every == 0 or step == num_steps:
+                _save(manager, step, state)
+                last_saved = step
+        rate = (step - s0) / max(time.time() - t0, 1e-9)
+        logging.info("[%s] step %d/%d  loss %.5f  %.0f steps/s x %d nets  ETA %.0fs", name,
+                     step, num_steps, float(np.mean(loss[:, -1])), rate, m,
+                     (num_steps - step) / max(rate, 1e-9))
+        if on_chunk is not None:
+            on_chunk(step)
+
+    history = {k: np.stack(v) for k, v in hist.items()} if hist else {}
+    if workdir is not None and start > 0:
+        # Re-read the full history so a resumed run reports the same curves.
+        rows = [r for r in workdir.read_metrics() if f"{name}_step" in r]
+        steps_log = [r[f"{name}_step"] for r in rows]
+        keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
+            if rows else []
+        history = {k: np.asarray([r[k] for r in rows]) for k in keys_hist}
+    return FitResult(state, np.asarray(steps_log), history, start)
+
+
+def unstack(tree: PyTree, index: int) -> PyTree:
+    """The ``index``-th member of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda a: a[index], tree)
