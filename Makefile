@@ -7,7 +7,10 @@ STAMP  := $(VENV)/.installed
 WORKDIR ?= workdirs/gbi_toy
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench clean-venv
+# Compiled XLA programs are cached on disk between runs (tests, demo, sweeps).
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+
+.PHONY: demo test bench docs clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	@test -f $(WORKDIR)/results.md || { echo "run 'make demo' first"; exit 1; }
+	mkdir -p docs/gbi_toy
+	cp $(WORKDIR)/results.md $(WORKDIR)/figures/summary.png docs/gbi_toy/
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

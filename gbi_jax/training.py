@@ -288,8 +288,8 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
             on_chunk(step)
 
     history = {k: np.stack(v) for k, v in hist.items()} if hist else {}
-    if workdir is not None and start > 0:
-        # Re-read the full history so a resumed run reports the same curves.
+    if workdir is not None:
+        # Report the history as logged, so a resumed run gives identical curves.
         rows = [r for r in workdir.read_metrics() if f"{name}_step" in r]
         steps_log = [r[f"{name}_step"] for r in rows]
         keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \

@@ -441,7 +441,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         from experiments.gbi_toy import figures
         figures.make_all(results, fit, test, probs, hmm_post, scores, win_ll, members,
                          window, wd.figures_dir)
-    print(format_table(results))
+    table = format_table(results)
+    with open(wd.file("results.md"), "w") as f:
+        f.write(table.strip() + "\n")
+    print(table)
     return results
 
 

@@ -1,0 +1,244 @@
+"""GBI toy experiment: tasks, models, config checks, smoke run end to end, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.gbi_toy import config as toy_config
+from experiments.gbi_toy import experiment
+from gbi_jax.models import RecurrentNetwork
+from gbi_jax.tasks import SwitchingGaussianTask
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------
+# Task generator.
+# ---------------------------------------------------------------------------
+def test_stream_statistics():
+    task = SwitchingGaussianTask(means=(0.2, 0.8), stds=(0.2, 0.1))
+    s = jax.jit(lambda k: task.sample(k, 20000))(jax.random.PRNGKey(0))
+    x, ctx, blk = map(np.asarray, s)
+    for c in (0, 1):
+        assert abs(x[ctx == c].mean() - task.means[c]) < 0.01
+        assert abs(x[ctx == c].std() - task.stds[c]) < 0.01
+    lengths = np.bincount(blk)[:-1]  # the last block is cut by the stream end
+    assert lengths.min() >= 20 and lengths.max() <= 50
+    assert abs(lengths.mean() - task.mean_block_length) < 1.0
+    starts = np.flatnonzero(np.diff(blk)) + 1
+    assert np.all(ctx[starts] != ctx[starts - 1])  # a block never repeats its context
+
+
+def test_held_out_context_never_appears():
+    task = SwitchingGaussianTask(means=(0.2, 0.8, 0.2, 0.8), stds=(0.1, 0.1, 0.3, 0.3),
+                                 contexts=(0, 1, 2))
+    ctx = np.asarray(task.sample(jax.random.PRNGKey(3), 5000).context)
+    assert set(np.unique(ctx)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(means=(0.5,), stds=(0.2,)), "at least 2 contexts"),
+    (dict(means=(0.2, 0.8), stds=(0.2,)), "same length"),
+    (dict(stds=(0.2, -0.1)), "stds"),
+    (dict(min_block=30, max_block=20), "min_block"),
+    (dict(block_p=0.0), "block_p"),
+])
+def test_task_rejects_bad_fields(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SwitchingGaussianTask(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Models.
+# ---------------------------------------------------------------------------
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+@pytest.mark.parametrize("core", ["rnn", "gru", "lstm"])
+def test_recurrent_cells_match_torch_equations(core):
+    net = RecurrentNetwork(core=core, hidden=4, out_features=2)
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
+    z = jnp.array([0.0, 1.0])
+    params = net.init(jax.random.PRNGKey(1), x, z)
+    out, hs = net.apply(params, x, z, return_hidden=True)
+    p = jax.tree_util.tree_map(np.asarray, params["params"])
+    wi, bi = p["core"]["input"]["Dense_0"]["kernel"], p["core"]["input"]["Dense_0"]["bias"]
+    wh, bh = p["core"]["recurrent"]["Dense_0"]["kernel"], p["core"]["recurrent"]["Dense_0"]["bias"]
+    u = np.concatenate([np.asarray(x), np.tile(np.asarray(z), (6, 1))], 1)
+    h, c, ref = np.zeros(4), np.zeros(4), []
+    for t in range(6):
+        gi, gh = u[t] @ wi + bi, h @ wh + bh
+        if core == "rnn":
+            h = np.maximum(gi + gh, 0)
+        elif core == "lstm":
+            i, f, g, o = np.split(gi + gh, 4)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+        else:
+            r = _sigmoid(gi[:4] + gh[:4])
+            zg = _sigmoid(gi[4:8] + gh[4:8])
+            n = np.tanh(gi[8:] + r * gh[8:])
+            h = (1 - zg) * n + zg * h
+        ref.append(h)
+    np.testing.assert_allclose(np.asarray(hs), np.stack(ref), atol=1e-5)
+    ro = p["readout"]
+    np.testing.assert_allclose(np.asarray(out), np.stack(ref) @ ro["kernel"] + ro["bias"],
+                               atol=1e-5)
+    # torch init: every weight within 1/sqrt(hidden)
+    assert np.abs(wh).max() <= 0.5 + 1e-6 and np.abs(wi).max() <= 0.5 + 1e-6
+
+
+def test_batched_equals_unbatched_and_gate_is_neutral_at_zero():
+    net = RecurrentNetwork(core="lstm", hidden=8, out_features=1, input_projection=8,
+                           z_injection="gate")
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 1))
+    z = jax.nn.one_hot(jnp.array([0, 1, 1]), 2)
+    params = net.init(jax.random.PRNGKey(1), x, z)
+    batched = net.apply(params, x, z)
+    single = jnp.stack([net.apply(params, x[i], z[i]) for i in range(3)])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    # A zero latent leaves the gated network equal to the ungated path.
+    no_gate = dict(params["params"])
+    no_gate.pop("gate")
+    plain = RecurrentNetwork(core="lstm", hidden=8, out_features=1, input_projection=8)
+    np.testing.assert_allclose(net.apply(params, x, jnp.zeros((3, 2))),
+                               plain.apply({"params": no_gate}, x), atol=1e-6)
+
+
+def test_model_rejects_bad_options():
+    x, z = jnp.ones((4, 1)), jnp.ones(2)
+    with pytest.raises(ValueError, match="core"):
+        RecurrentNetwork(core="transformer").init(jax.random.PRNGKey(0), x, z)
+    with pytest.raises(ValueError, match="z_injection"):
+        RecurrentNetwork(z_injection="add").init(jax.random.PRNGKey(0), x, z)
+
+
+# ---------------------------------------------------------------------------
+# Experiment.
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, message", [
+    ("task.means", (0.5,), "task.means"),
+    ("latent.steps", -1, "latent.steps"),
+    ("train.window", 0, "train.window"),
+    ("arms", ("gbi", "oracle"), "arms"),
+    ("online.optimizer", "rmsprop", "online.optimizer"),
+    ("recomposition.train_contexts", (0, 1, 3), "recomposition.train_contexts"),
+])
+def test_invalid_config_fields_are_named(field, value, message, tmp_path):
+    cfg = toy_config.get_config("smoke")
+    section, _, leaf = field.rpartition(".")
+    (cfg[section] if section else cfg)[leaf] = value
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        experiment.run(cfg, str(tmp_path))
+    assert not os.path.exists(tmp_path / "config.json")  # nothing written for bad input
+
+
+def test_unknown_config_variant():
+    with pytest.raises(ValueError, match="variant"):
+        toy_config.get_config("huge")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("toy_smoke")
+    cfg = toy_config.get_config("smoke")
+    return cfg, str(wd), experiment.run(cfg, str(wd))
+
+
+def _finite(d):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _finite(v)
+        elif isinstance(v, float):
+            assert np.isfinite(v), k
+
+
+def test_smoke_run_produces_every_result(smoke_run):
+    cfg, wd, res = smoke_run
+    for section in ("learning", "forgetting", "one_step", "online", "recomposition",
+                    "modularity"):
+        assert section in res
+    _finite({k: v for k, v in res.items() if k != "per_seed"})
+    for name in ("summary", "learning_curves", "forgetting", "one_step_vs_likelihood",
+                 "online_vs_hmm", "recomposition", "modularity"):
+        assert os.path.getsize(os.path.join(wd, "figures", f"{name}.png")) > 1000
+    with open(os.path.join(wd, "results.json")) as f:
+        assert json.load(f)["seeds"] == [0, 1]
+    assert len(res["per_seed"]) == 2
+    # Even a few hundred training steps make the one-hot latent informative: the
+    # one-step gradient tracks the ideal observer's log-likelihoods and beats the
+    # uninformed baseline at identifying the context.
+    gbi, base = res["one_step"]["gbi"], res["one_step"]["baseline"]
+    assert gbi["corr_window_loglik"]["mean"] > 0.9
+    assert gbi["accuracy"]["mean"] > base["accuracy"]["mean"] + 0.1
+    assert gbi["accuracy"]["mean"] <= res["one_step"]["hmm_filter_accuracy"] + 0.02
+    # Recomposition: optimising the latent lowers the held-out loss.
+    rc = res["recomposition"]["gbi"]
+    assert rc["loss_final"]["mean"] < rc["loss_initial"]["mean"]
+
+
+def test_shared_unit_ratio_closed_form():
+    # Units 0,1 active only in context 0; unit 2 in both; unit 3 silent.
+    h = jnp.array([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    ctx = jnp.array([0, 0, 1])
+    assert float(experiment.shared_unit_ratio(h, ctx, 2, 0.2)) == pytest.approx(1 / 3)
+
+
+def _cli(workdir, *overrides, check=True):
+    cmd = [sys.executable, "-m", "experiments.gbi_toy.main",
+           "--config=experiments/gbi_toy/config.py:smoke", f"--workdir={workdir}",
+           *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=check)
+
+
+def test_cli_rerun_resumes_and_conflicting_config_is_refused(smoke_run, tmp_path):
+    cfg, wd, res = smoke_run
+    # Same workdir, same config: training resumes from the final checkpoint (no
+    # new steps) and every result is reproduced exactly.
+    out = _cli(wd)
+    assert "resumed from checkpoint" in out.stderr
+    with open(os.path.join(wd, "results.json")) as f:
+        again = json.load(f)
+    for section in ("forgetting", "one_step", "online", "modularity", "recomposition"):
+        assert again[section] == json.loads(json.dumps(res[section])), section
+    # A different config in the same workdir is refused, naming the field.
+    bad = _cli(wd, "--config.train.lr=0.5", check=False)
+    assert bad.returncode != 0
+    assert "train.lr" in bad.stderr and "different config" in bad.stderr
+
+
+def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL a run after its first checkpoint; the rerun ends identically."""
+    overrides = ["--config.recomposition.enabled=False", "--config.figures=False",
+                 "--config.train.blocks=10", "--config.train.chunk_size=25",
+                 "--config.seeds=(0,)"]
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    _cli(ref_dir, *overrides)
+    cmd = [sys.executable, "-m", "experiments.gbi_toy.main",
+           "--config=experiments/gbi_toy/config.py:smoke", f"--workdir={cut_dir}", *overrides]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = cut_dir / "checkpoints" / "train"
+    import time
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and any(d.isdigit() for d in os.listdir(ckpt)):
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    out = _cli(cut_dir, *overrides)
+    with open(ref_dir / "results.json") as f:
+        ref = json.load(f)
+    with open(cut_dir / "results.json") as f:
+        cut = json.load(f)
+    for section in ("learning", "forgetting", "one_step", "online", "modularity"):
+        assert cut[section] == ref[section], section

@@ -1,0 +1,151 @@
+"""gbi_jax.training and gbi_jax.workdir: determinism, vmap independence, resume,
+NaN handling, config conflicts, incompatible checkpoints."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gbi_jax import training
+from gbi_jax.workdir import Workdir, WorkdirConflictError
+
+TARGETS = jnp.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0], [-1.0, 0.5, 2.0]])
+
+
+def init_fn(key, data):
+    return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+
+
+def loss_fn(params, data, key, step):
+    x = jax.random.normal(key, (8, 3))
+    y = x @ data
+    pred = x @ params["w"] + params["b"]
+    return jnp.mean((pred - y) ** 2), {"abs_b": jnp.abs(params["b"])}
+
+
+def _fit(seeds=(0, 1, 2), data=TARGETS, **kw):
+    kw.setdefault("num_steps", 200)
+    kw.setdefault("chunk_size", 50)
+    return training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=seeds,
+                        member_data=data[:len(seeds)], **kw)
+
+
+def _maxdiff(a, b):
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_fit_learns_and_is_deterministic():
+    r1, r2 = _fit(), _fit()
+    assert _maxdiff(r1.state.params, r2.state.params) == 0.0
+    np.testing.assert_allclose(np.asarray(r1.state.params["w"]), np.asarray(TARGETS), atol=0.05)
+    assert r1.history["loss"].shape == (len(r1.steps), 3)
+    assert r1.steps[-1] == 200 and int(r1.state.step[0]) == 200
+    assert r1.history["loss"][-1].max() < 0.01 < r1.history["loss"][0].min()
+
+
+def test_members_are_independent_of_each_other():
+    both = _fit(seeds=(0, 1), data=TARGETS)
+    alone = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(1,),
+                         member_data=TARGETS[1:2], num_steps=200, chunk_size=50)
+    assert _maxdiff(training.unstack(both.state.params, 1),
+                    training.unstack(alone.state.params, 0)) < 1e-6
+
+
+def test_chunking_does_not_change_results():
+    a = _fit(chunk_size=60)  # 60 + 60 + 60 + 20 (padded last chunk)
+    b = _fit(chunk_size=200)
+    c = _fit(chunk_size=7)
+    assert _maxdiff(a.state.params, b.state.params) < 1e-6
+    assert _maxdiff(a.state.params, c.state.params) < 1e-6
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path):
+    reference = _fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_second_chunk(step):
+        if step == 100:
+            raise Killed()
+
+    wd = Workdir(str(tmp_path))
+    with pytest.raises(Killed):
+        _fit(workdir=wd, on_chunk=kill_after_second_chunk)
+    resumed = _fit(workdir=wd)
+    assert resumed.resumed_from == 100
+    assert _maxdiff(reference.state.params, resumed.state.params) == 0.0
+    np.testing.assert_array_equal(reference.history["loss"], resumed.history["loss"])
+    # The metrics log has each step exactly once.
+    steps = [r["train_step"] for r in wd.read_metrics()]
+    assert steps == sorted(set(steps)) and steps[-1] == 200
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
+    def nan_after(params, data, key, step):
+        loss, aux = loss_fn(params, data, key, step)
+        return jnp.where(step >= 72, jnp.nan, loss), aux
+
+    wd = Workdir(str(tmp_path))
+    with pytest.raises(training.NonFiniteLossError, match=r"step 73 .*last good checkpoint \(step 50\)"):
+        training.fit(init_fn=init_fn, loss_fn=nan_after, tx=optax.adam(0.1), seeds=(0, 1),
+                     member_data=TARGETS[:2], num_steps=120, chunk_size=25, checkpoint_every=2,
+                     workdir=wd)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(wd.checkpoint_dir, "train"))
+                   if d.isdigit())
+    assert steps[-1] == 50
+    # The kept checkpoint is usable: a fixed loss resumes from it.
+    resumed = _fit(seeds=(0, 1), workdir=wd, chunk_size=25)
+    assert resumed.resumed_from == 50
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path):
+    wd = Workdir(str(tmp_path))
+    _fit(workdir=wd, num_steps=50)
+
+    def other_init(key, data):
+        return {"w": jnp.zeros((5,)), "b": jnp.zeros(())}
+
+    with pytest.raises(ValueError, match="does not match the model"):
+        training.fit(init_fn=other_init, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
+                     member_data=TARGETS, num_steps=60, workdir=wd)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_steps=0), "num_steps"),
+    (dict(chunk_size=0), "chunk_size"),
+    (dict(seeds=()), "seeds"),
+    (dict(member_data=jnp.zeros((2, 3))), "member_data"),
+])
+def test_bad_arguments_name_the_field(kwargs, message):
+    args = dict(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
+                member_data=TARGETS, num_steps=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        training.fit(**args)
+
+
+def test_workdir_refuses_a_different_config(tmp_path):
+    wd = Workdir(str(tmp_path))
+    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 1}) is False
+    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 1}) is True
+    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 5}, ignore=("log",)) is True
+    with pytest.raises(WorkdirConflictError, match=r"b\.c: 2 -> 3"):
+        wd.claim({"a": 1, "b": {"c": 3}, "log": 1})
+    with open(wd.file("config.json")) as f:
+        assert json.load(f)["b"]["c"] == 2  # nothing overwritten
+
+
+def test_workdir_metrics_survive_a_cut_line(tmp_path):
+    wd = Workdir(str(tmp_path))
+    wd.append_metrics([{"train_step": 1, "x": np.float32(0.5)}, {"train_step": 2, "x": 1.0}])
+    with open(wd.file("metrics.jsonl"), "a") as f:
+        f.write('{"train_step": 3, "x"')  # killed mid-write
+    assert [r["train_step"] for r in wd.read_metrics()] == [1, 2]
+    wd.truncate_metrics(1, key="train_step")
+    assert [r["train_step"] for r in wd.read_metrics()] == [1]
