@@ -112,10 +112,18 @@ class FitResult:
     resumed_from: int
 
 
-def _shard_members(tree: PyTree, num_members: int) -> PyTree:
+def _pad_members(tree: PyTree, multiple: int) -> PyTree:
+    """Repeat the last member so the member axis divides ``multiple``."""
+    def pad(a):
+        extra = (-a.shape[0]) % multiple
+        return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)])
+
+    return jax.tree_util.tree_map(pad, tree)
+
+
+def _shard_members(tree: PyTree) -> PyTree:
+    """Place the (padded) member axis across all local devices."""
     devices = jax.devices()
-    if len(devices) < 2 or num_members % len(devices):
-        return tree
     mesh = jax.sharding.Mesh(np.array(devices), ("members",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
     return jax.device_put(tree, sharding)
@@ -237,8 +245,12 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
     if start > num_steps:
         raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
 
-    if shard:
-        state, keys, member_data = _shard_members((state, keys, member_data), m)
+    n_dev = jax.device_count()
+    if shard and n_dev > 1:
+        # Pad with copies of the last member (their results are dropped) and split
+        # the member axis over devices: one core per device on a CPU host.
+        state, keys, member_data = _shard_members(
+            _pad_members((state, keys, member_data), n_dev))
 
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps))
     steps_log, hist = [], {}
@@ -251,7 +263,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         size = min(chunk_size, num_steps - step)
         new_state, metrics = chunk_fn(state, member_data, keys, limit)
         # One host sync per chunk; drop the padded steps of a short last chunk.
-        metrics = {k: np.asarray(v)[:, :size] for k, v in jax.device_get(metrics).items()}
+        metrics = {k: np.asarray(v)[:m, :size] for k, v in jax.device_get(metrics).items()}
         loss = np.asarray(metrics["loss"])
         if not np.all(np.isfinite(loss)):
             bad = np.argwhere(~np.isfinite(loss))
@@ -278,7 +290,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         if workdir is not None:
             workdir.append_metrics(rows)
             if chunk_index % checkpoint_every == 0 or step == num_steps:
-                _save(manager, step, state)
+                _save(manager, step, jax.tree_util.tree_map(lambda a: a[:m], state))
                 last_saved = step
         rate = (step - s0) / max(time.time() - t0, 1e-9)
         logging.info("[%s] step %d/%d  loss %.5f  %.0f steps/s x %d nets  ETA %.0fs", name,
@@ -295,6 +307,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
             if rows else []
         history = {k: np.asarray([r[k] for r in rows]) for k in keys_hist}
+    state = jax.tree_util.tree_map(lambda a: a[:m], state)
     return FitResult(state, np.asarray(steps_log), history, start)
 
 

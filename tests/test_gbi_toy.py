@@ -218,7 +218,7 @@ def test_cli_rerun_resumes_and_conflicting_config_is_refused(smoke_run, tmp_path
 def test_killed_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL a run after its first checkpoint; the rerun ends identically."""
     overrides = ["--config.recomposition.enabled=False", "--config.figures=False",
-                 "--config.train.blocks=10", "--config.train.chunk_size=25",
+                 "--config.train.blocks=6", "--config.train.chunk_size=25",
                  "--config.seeds=(0,)"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     _cli(ref_dir, *overrides)

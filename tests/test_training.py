@@ -149,3 +149,35 @@ def test_workdir_metrics_survive_a_cut_line(tmp_path):
     assert [r["train_step"] for r in wd.read_metrics()] == [1, 2]
     wd.truncate_metrics(1, key="train_step")
     assert [r["train_step"] for r in wd.read_metrics()] == [1]
+
+
+_SHARD_SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np, optax, sys
+sys.path.insert(0, {tests!r})
+from test_training import init_fn, loss_fn, TARGETS
+from gbi_jax import training
+assert jax.device_count() == 2, jax.devices()
+out = {{}}
+for shard in (True, False):
+    r = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
+                     member_data=TARGETS, num_steps=60, chunk_size=25, shard=shard)
+    out[shard] = np.asarray(r.state.params["w"])
+    assert out[shard].shape == (3, 3)
+np.save({path!r}, np.stack([out[True], out[False]]))
+"""
+
+
+def test_members_shard_over_two_host_devices(tmp_path):
+    """3 members padded to 4 and split over 2 fake CPU devices = unsharded result."""
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = str(tmp_path / "w.npy")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    subprocess.run([sys.executable, "-c", _SHARD_SCRIPT.format(tests=tests, path=path)],
+                   check=True, env=env, cwd=os.path.dirname(tests), timeout=300)
+    sharded, single = np.load(path)
+    np.testing.assert_allclose(sharded, single, atol=1e-6)
+    reference = _fit(num_steps=60, chunk_size=25)
+    np.testing.assert_allclose(sharded, np.asarray(reference.state.params["w"]), atol=1e-6)
