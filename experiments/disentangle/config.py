@@ -1,0 +1,189 @@
+"""Configs of the disentangling experiments (spec disentangle.md), one variant per figure.
+
+    python -m experiments.disentangle.main --config=experiments/disentangle/config.py:fig1 \
+        --workdir=workdirs/disentangle/fig1
+
+Variants: ``fig1`` ... ``fig8_curved`` (paper scale) and the same names with
+``_smoke`` (seconds); ``smoke`` is ``fig1_smoke``; no argument is ``fig1``.
+
+A run trains every combination of the ``grid`` axes x ``seeds``. Combinations that
+share a *static* setting (model, D, T, free-RT, boundary) form a group trained as
+ONE vmapped program (``training.fit``); the *dynamic* axes (N, sigma, rho, encoder
+kind) are data of each member, so e.g. the 5 N x 5 seeds of Fig. 1 train together
+(readout padded to max N and masked). Then every network is evaluated (ID/OOD r^2,
+decoder angles, decision accuracy vs Bayes-optimal) and the figure named by
+``figure`` is drawn from ``results.json`` (``experiments/disentangle/figures.py``).
+
+Choices where the spec says UNKNOWN (each is a field here):
+
+* N sets of Figs. 5b / 5c: ``(3, 6, 9, 12)`` for D (as the authors' ``sparsity.py``)
+  and ``(2, 6, 24)`` for sigma.
+* T grid of Fig. 5a (free RT): ``(5, 10, 20, 40)``, N = 24 (spec lists the theory at
+  these T).
+* rho grid of Fig. S3b: ``(0, 0.3, 0.6, 0.9)`` at N = 24; the OOD test data for
+  correlated nets are the standard (independent, uniform) quadrant data.
+* Curved boundaries: the authors' hyperbolic tasks (N/4 thresholds per quadrant), so
+  N in ``(4, 8, 12, 24)``.
+* D > 2 OOD folds: ``eval.max_folds`` orthants (chosen at random with a fixed seed)
+  are held out one at a time (the authors' leave-one-orthant-out is 2^D folds).
+* Free-RT networks are evaluated on ``T + 1`` samples (stimulus also at the decision
+  step), so their ceiling is ``1 - sigma^2 / ((T + 1) Var)``.
+* LSTM / GRU / non-leaky budgets are 1e5 steps (spec: assumed), GPT 2e4.
+* RNN input layer init ``U(+-1/sqrt(F))`` (authors' ``nn.Linear``), ``model.rnn_input_init``.
+* Decoders for the OOD metric are trained on a fixed pool of ``eval.pool_trials``
+  trials per fold (fresh batches of 16 drawn from it) instead of fresh trials per
+  decoder step; test sets are 640 fresh trials per held-out orthant.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8_encoder",
+           "fig8_corr", "fig8_rt", "fig8_curved")
+
+
+def _base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.figure = "fig1"
+    c.seed = 0  # seed offset: network k of a condition uses seed + seeds[k]
+    c.seeds = (0, 1, 2, 3, 4)
+
+    g = c.grid = ml_collections.ConfigDict()
+    g.cores = ("rnn",)  # rnn | noleak | lstm | gru | transformer
+    g.n_tasks = (2, 3, 6, 12, 24)
+    g.sigmas = (0.2,)
+    g.rhos = (0.0,)
+    g.encoders = ("relu",)  # relu | quadratic
+    g.dims = (2,)
+    g.stim_steps = (20,)
+    g.free_rt = (False,)
+    g.boundaries = ("linear",)  # linear | hyperbolic
+
+    t = c.task = ml_collections.ConfigDict()
+    t.encoder_hidden = (100, 100)
+    t.encoder_out = 40
+    t.bound = 5.0  # free-RT absorbing bound
+
+    m = c.model = ml_collections.ConfigDict()
+    m.hidden = 64
+    m.alpha = 1.0  # dt / tau; 1 = the authors' "leaky" RNN
+    m.rnn_input_init = "fan_in"
+    m.custom_grad = True
+    m.transformer_layers = 1
+    m.transformer_heads = 8
+    m.transformer_mlp = 256
+    m.transformer_dropout = 0.1
+
+    tr = c.train = ml_collections.ConfigDict()
+    tr.steps = 100_000
+    tr.transformer_steps = 20_000
+    tr.batch_size = 16
+    tr.lr = 1e-3
+    tr.chunk_size = 1000
+    tr.log_every = 500
+    tr.checkpoint_every = 5  # chunks
+
+    e = c.eval = ml_collections.ConfigDict()
+    e.decoder = "adam"  # adam (authors) | ridge (closed form)
+    e.decoder_lr = 3e-3
+    e.decoder_batch = 16
+    # decoder steps by N (authors: N = 2, 3, 6, 12, 24 -> 3000, 3000, 2000, 1000, 1000);
+    # N <= 3 -> [0], N <= 6 -> [1], else [2].
+    e.decoder_steps = (3000, 2000, 1000)
+    e.ridge = 1e-3
+    e.fits = 5  # decoder re-initialisations per fold
+    e.pool_trials = 4096  # decoder training trials per fold
+    e.test_trials = 640  # per held-out orthant (40 batches x 16)
+    e.max_folds = 4  # held-out orthants (all 4 at D = 2)
+    e.accuracy_trials = 2048
+    e.bayes = True  # compute the Bayes-optimal accuracy reference
+    e.seed = 42
+
+    a = c.attractor = ml_collections.ConfigDict()  # fig4 only
+    a.trials = 40  # noise-free PCA trials
+    a.components = 10
+    a.inits = 128
+    a.iterations = 10_000
+    a.lr = 0.01
+    a.init_noise = 6.0  # U[0, init_noise) added to visited states
+    a.dedup_eps = 0.5
+    a.speed_tol = 1e-4  # keep candidates with mean((F(h) - h)^2) below this
+
+    c.figures = True
+    return c
+
+
+def _figure(c, name):
+    g = c.grid
+    c.figure = name
+    if name == "fig2":
+        g.cores = ("rnn", "noleak", "lstm", "gru", "transformer")
+    elif name == "fig3":
+        g.cores = ("rnn", "transformer")
+    elif name == "fig4":
+        g.n_tasks = (24,)
+    elif name == "fig5":
+        g.free_rt = (True,)
+        g.n_tasks = (24,)
+        g.stim_steps = (5, 10, 20, 40)
+    elif name == "fig6":
+        g.dims = (2, 4, 6, 8, 10)
+        g.n_tasks = (3, 6, 9, 12)
+    elif name == "fig7":
+        g.sigmas = (0.1, 0.2, 0.3, 0.4, 0.6)
+        g.n_tasks = (2, 6, 24)
+    elif name == "fig8_encoder":
+        g.encoders = ("relu", "quadratic")
+    elif name == "fig8_corr":
+        g.rhos = (0.0, 0.3, 0.6, 0.9)
+        g.n_tasks = (24,)
+    elif name == "fig8_rt":
+        g.free_rt = (False, True)
+    elif name == "fig8_curved":
+        g.boundaries = ("hyperbolic",)
+        g.n_tasks = (4, 8, 12, 24)
+    elif name != "fig1":
+        raise ValueError(f"unknown figure {name!r}; choose one of {FIGURES}")
+    return c
+
+
+def _smoke(c):
+    """Seconds on 2 CPU cores: 2 seeds, a few steps, tiny evaluation."""
+    c.seeds = (0, 1)
+    g = c.grid
+    g.n_tasks = tuple(g.n_tasks)[:1] + tuple(g.n_tasks)[-1:] if len(g.n_tasks) > 1 else g.n_tasks
+    for axis in ("sigmas", "rhos", "dims", "stim_steps"):
+        values = tuple(g[axis])
+        g[axis] = values[:1] + values[-1:] if len(values) > 1 else values
+    if c.figure == "fig6":
+        g.dims = (2, 4)
+    if c.figure == "fig5":
+        g.stim_steps = (5, 10)
+    c.train.steps = 30
+    c.train.transformer_steps = 30
+    c.train.chunk_size = 10
+    c.train.log_every = 10
+    c.train.checkpoint_every = 1
+    c.model.hidden = 16
+    c.eval.decoder_steps = (20, 20, 20)
+    c.eval.fits = 2
+    c.eval.pool_trials = 64
+    c.eval.test_trials = 32
+    c.eval.accuracy_trials = 64
+    c.eval.bayes = False
+    c.attractor.trials = 4
+    c.attractor.inits = 8
+    c.attractor.iterations = 50
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = (arg or "fig1").strip()
+    smoke = arg == "smoke" or arg.endswith("_smoke")
+    name = "fig1" if arg == "smoke" else arg[:-len("_smoke")] if smoke else arg
+    if name not in FIGURES:
+        raise ValueError(f"Unknown config variant {arg!r}; use one of {FIGURES}, each "
+                         "optionally with '_smoke', or 'smoke'.")
+    c = _figure(_base(), name)
+    return _smoke(c) if smoke else c

@@ -1,0 +1,400 @@
+"""Disentangling through multi-task learning: train, evaluate, tabulate, plot.
+
+``run(config, workdir)``:
+
+1. expands ``config.grid`` x ``config.seeds`` into networks and groups them by their
+   static setting (model, D, T, free-RT, boundary);
+2. trains each group as one vmapped program with ``gbi_jax.training.fit`` (data made
+   on device inside the compiled loop; readout padded to the group's max N and
+   masked; checkpoints in ``checkpoints/<group>``, resumed on rerun);
+3. evaluates every network (:func:`evaluation.evaluate_group`: OOD / ID r^2 over
+   held-out quadrants, decoder angles, decision accuracy) and caches it in
+   ``eval_<group>.json``;
+4. writes ``results.json`` (one row per network), ``table.csv`` / ``table.md`` (per
+   condition: median and IQR of OOD r^2, ID r^2, angles; accuracy vs Bayes-optimal;
+   the Eq. 7 ceiling) and the figure of ``config.figure`` in ``figures/``;
+5. ``fig4`` additionally runs the attractor analysis of the first N = 24 RNN.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from experiments.disentangle import evaluation
+from experiments.disentangle.config import FIGURES
+from experiments.disentangle.networks import CORES, Network
+from gbi_jax import training
+from gbi_jax.tasks import EvidenceTask, stack_instances
+from gbi_jax.tasks.evidence import BOUNDARIES, ENCODERS
+from gbi_jax.workdir import Workdir
+
+STATIC = ("core", "dim", "stim_steps", "free_rt", "boundary")
+DYNAMIC = ("n_tasks", "sigma", "rho", "encoder")
+
+
+# ---------------------------------------------------------------------------
+# Config checks.
+# ---------------------------------------------------------------------------
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming the first bad field and what to use instead."""
+
+    def need(cond, field, msg):
+        if not cond:
+            raise ValueError(f"config.{field}: {msg}")
+
+    g = config.grid
+    need(config.figure in FIGURES, "figure", f"must be one of {FIGURES}, got {config.figure!r}")
+    need(len(config.seeds) >= 1, "seeds", "needs at least one seed")
+    need(len(set(config.seeds)) == len(config.seeds), "seeds", "must not repeat")
+    for axis in ("cores", "n_tasks", "sigmas", "rhos", "encoders", "dims", "stim_steps",
+                 "free_rt", "boundaries"):
+        need(len(g[axis]) >= 1, f"grid.{axis}", "needs at least one value")
+    need(all(c in CORES for c in g.cores), "grid.cores",
+         f"values must be in {CORES}, got {tuple(g.cores)}")
+    need(all(int(n) == n and n >= 1 for n in g.n_tasks), "grid.n_tasks",
+         f"values must be integers >= 1, got {tuple(g.n_tasks)}")
+    need(all(s > 0 for s in g.sigmas), "grid.sigmas",
+         f"values must be > 0 (the task needs noise), got {tuple(g.sigmas)}")
+    need(all(-1 < r < 1 for r in g.rhos), "grid.rhos",
+         f"values must be in (-1, 1), got {tuple(g.rhos)}")
+    need(all(e in ENCODERS for e in g.encoders), "grid.encoders",
+         f"values must be in {ENCODERS}, got {tuple(g.encoders)}")
+    need(all(int(d) == d and d >= 2 for d in g.dims), "grid.dims",
+         f"values must be integers >= 2, got {tuple(g.dims)}")
+    need(all(int(t) == t and t >= 1 for t in g.stim_steps), "grid.stim_steps",
+         f"values must be integers >= 1, got {tuple(g.stim_steps)}")
+    need(all(b in BOUNDARIES for b in g.boundaries), "grid.boundaries",
+         f"values must be in {BOUNDARIES}, got {tuple(g.boundaries)}")
+    if "hyperbolic" in g.boundaries:
+        need(all(n % 4 == 0 for n in g.n_tasks), "grid.n_tasks",
+             f"hyperbolic boundaries need N divisible by 4, got {tuple(g.n_tasks)}")
+        need(tuple(g.dims) == (2,), "grid.dims", "hyperbolic boundaries need D = 2")
+        need(not any(g.free_rt), "grid.free_rt", "hyperbolic boundaries are fixed-RT only")
+    need(config.model.hidden >= 1, "model.hidden", f"must be >= 1, got {config.model.hidden}")
+    need(0 < config.model.alpha <= 1, "model.alpha", f"must be in (0, 1], got {config.model.alpha}")
+    need(config.model.rnn_input_init in ("fan_in", "hidden"), "model.rnn_input_init",
+         "must be 'fan_in' or 'hidden'")
+    if "transformer" in g.cores:
+        need(config.model.hidden % config.model.transformer_heads == 0,
+             "model.transformer_heads", "must divide model.hidden")
+        need(0 <= config.model.transformer_dropout < 1, "model.transformer_dropout",
+             "must be in [0, 1)")
+    tr = config.train
+    need(tr.steps >= 1 and tr.transformer_steps >= 1, "train.steps", "must be >= 1")
+    need(tr.batch_size >= 1, "train.batch_size", f"must be >= 1, got {tr.batch_size}")
+    need(tr.lr > 0, "train.lr", f"must be > 0, got {tr.lr}")
+    need(tr.chunk_size >= 1, "train.chunk_size", "must be >= 1")
+    need(tr.log_every >= 1, "train.log_every", "must be >= 1")
+    need(tr.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    e = config.eval
+    need(e.decoder in ("adam", "ridge"), "eval.decoder", f"must be 'adam' or 'ridge', got {e.decoder!r}")
+    need(len(e.decoder_steps) == 3 and all(s >= 1 for s in e.decoder_steps),
+         "eval.decoder_steps", "needs 3 positive step counts (N <= 3, N <= 6, N > 6)")
+    need(e.fits >= 1, "eval.fits", "must be >= 1")
+    need(e.pool_trials >= e.decoder_batch >= 1, "eval.pool_trials",
+         "must be >= eval.decoder_batch >= 1")
+    need(e.test_trials >= 1 and e.accuracy_trials >= 1, "eval.test_trials", "must be >= 1")
+    need(e.max_folds >= 1, "eval.max_folds", "must be >= 1")
+    need(e.decoder_lr > 0 and e.ridge >= 0, "eval.decoder_lr", "must be > 0 (ridge >= 0)")
+    if config.figure == "fig4":
+        need("rnn" in g.cores or "noleak" in g.cores, "grid.cores",
+             "fig4 (attractor) needs an RNN core")
+
+
+# ---------------------------------------------------------------------------
+# Networks and groups.
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Member:
+    core: str
+    dim: int
+    stim_steps: int
+    free_rt: bool
+    boundary: str
+    n_tasks: int
+    sigma: float
+    rho: float
+    encoder: str
+    seed: int
+
+    @property
+    def static(self):
+        return tuple(getattr(self, k) for k in STATIC)
+
+    def row(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def members_of(config) -> list[Member]:
+    g = config.grid
+    out = []
+    for core, dim, t, free, bnd, n, s, r, enc in itertools.product(
+            g.cores, g.dims, g.stim_steps, g.free_rt, g.boundaries, g.n_tasks, g.sigmas,
+            g.rhos, g.encoders):
+        for seed in config.seeds:
+            out.append(Member(core, int(dim), int(t), bool(free), bnd, int(n), float(s),
+                              float(r), enc, int(config.seed + seed)))
+    return out
+
+
+def group_name(static) -> str:
+    core, dim, t, free, bnd = static
+    return f"{core}_D{dim}_T{t}_{'free' if free else 'fixed'}_{bnd}"
+
+
+def groups_of(members: list[Member]) -> dict[str, list[Member]]:
+    groups: dict[str, list[Member]] = {}
+    for m in members:
+        groups.setdefault(group_name(m.static), []).append(m)
+    return groups
+
+
+def build(config, members: list[Member]):
+    """Task, network and stacked task instances of one group."""
+    m0 = members[0]
+    task = EvidenceTask(dim=m0.dim, stim_steps=m0.stim_steps,
+                        max_tasks=max(m.n_tasks for m in members),
+                        encoder_hidden=tuple(config.task.encoder_hidden),
+                        encoder_out=config.task.encoder_out, free_rt=m0.free_rt,
+                        boundary=m0.boundary, bound=config.task.bound)
+    mc = config.model
+    net = Network(core=m0.core, input_size=task.input_size, out_features=task.max_tasks,
+                  hidden=mc.hidden, alpha=mc.alpha, rnn_input_init=mc.rnn_input_init,
+                  custom_grad=mc.custom_grad,
+                  transformer=(("layers", mc.transformer_layers), ("heads", mc.transformer_heads),
+                               ("mlp", mc.transformer_mlp), ("dropout", mc.transformer_dropout)))
+    # The encoder (and D > 2 normals) of a network depend only on its seed and
+    # condition, not on the model: paired comparisons across architectures.
+    insts = [task.instance((m.seed, 1000 + m.n_tasks),
+                           m.n_tasks, sigma=m.sigma, rho=m.rho, encoder=m.encoder)
+             for m in members]
+    return task, net, stack_instances(insts)
+
+
+def make_loss_fn(task: EvidenceTask, net: Network, batch_size: int):
+    """``loss_fn(params, inst, key, step)`` for ``training.fit``; the batch is made here."""
+
+    def loss_fn(params, inst, key, step):
+        del step
+        k_data, k_drop = jax.random.split(key)
+        b = task.sample(inst, k_data, batch_size)
+        out, _ = net.apply(params, b.inputs, key=k_drop, train=True)
+        n_real = jnp.sum(inst.mask)
+        denom = out.shape[0] * out.shape[1] * n_real
+        if task.free_rt:
+            pred = task.bound * jnp.tanh(out)
+            loss = jnp.sum(jnp.square(pred - b.targets) * inst.mask) / denom
+        else:
+            bce = optax.sigmoid_binary_cross_entropy(out, b.targets)
+            loss = jnp.sum(bce * inst.mask) / denom
+        correct = ((out[:, -1] > 0) == (b.labels > 0.5)) * inst.mask
+        return loss, {"accuracy": jnp.sum(correct) / (out.shape[0] * n_real)}
+
+    return loss_fn
+
+
+def train_group(config, name, members, wd):
+    task, net, insts = build(config, members)
+    steps = config.train.transformer_steps if members[0].core == "transformer" else \
+        config.train.steps
+    fit = training.fit(
+        init_fn=lambda key, inst: net.init(key),
+        loss_fn=make_loss_fn(task, net, config.train.batch_size),
+        tx=optax.adam(config.train.lr), num_steps=int(steps),
+        seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
+        chunk_size=config.train.chunk_size, workdir=wd, log_every=config.train.log_every,
+        checkpoint_every=config.train.checkpoint_every, name=name)
+    return task, net, insts, fit
+
+
+# ---------------------------------------------------------------------------
+# Theory references.
+# ---------------------------------------------------------------------------
+def ceiling(member: Member) -> float:
+    t = member.stim_steps + (1 if member.free_rt else 0)
+    return float(1.0 - member.sigma ** 2 / (t * evaluation.UNIFORM_VAR))
+
+
+_BAYES_CACHE: dict = {}
+
+
+def bayes_accuracy(task: EvidenceTask, inst_weights: np.ndarray, member: Member) -> float:
+    """Bayes-optimal decision accuracy of a fixed-RT linear-boundary network (else NaN)."""
+    if member.free_rt or member.boundary != "linear":
+        return float("nan")
+    key = (member.dim, member.n_tasks, member.sigma, member.stim_steps,
+           inst_weights.tobytes() if member.dim > 2 else b"")
+    if key not in _BAYES_CACHE:
+        from gbi_jax.analysis import theory
+
+        normals = inst_weights[:member.n_tasks]
+        if member.dim == 2:
+            val = theory.bayes_accuracy_2d(member.sigma, member.stim_steps, normals=normals)
+        else:
+            val = theory.bayes_accuracy_mc(jax.random.PRNGKey(0), member.sigma,
+                                           member.stim_steps, normals=normals,
+                                           num_trials=50_000, num_posterior=128)
+        _BAYES_CACHE[key] = float(val)
+    return _BAYES_CACHE[key]
+
+
+# ---------------------------------------------------------------------------
+# Tables.
+# ---------------------------------------------------------------------------
+def _q(values, q):
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    return float(np.percentile(v, q)) if v.size else float("nan")
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per condition (all fields but ``seed``): medians and IQRs over networks,
+    folds and fits (the paper's 5 nets x 4 quadrants x 5 fits = 100 values)."""
+    keyf = lambda r: tuple(r[k] for k in STATIC + DYNAMIC)
+    out = []
+    for key, group in itertools.groupby(sorted(rows, key=keyf), key=keyf):
+        group = list(group)
+        ood = [v for r in group for v in np.ravel(r["ood_r2"])]
+        idr = [v for r in group for v in np.ravel(r["id_r2"])]
+        ang = [v for r in group for v in np.ravel(r["angles"])]
+        acc = [r["accuracy"] for r in group]
+        row = dict(zip(STATIC + DYNAMIC, key))
+        row.update(
+            networks=len(group),
+            ood_r2_median=_q(ood, 50), ood_r2_q25=_q(ood, 25), ood_r2_q75=_q(ood, 75),
+            id_r2_median=_q(idr, 50), id_r2_q25=_q(idr, 25), id_r2_q75=_q(idr, 75),
+            angle_median=_q(ang, 50), angle_q25=_q(ang, 25), angle_q75=_q(ang, 75),
+            accuracy_mean=float(np.mean(acc)), bayes_accuracy=group[0]["bayes_accuracy"],
+            r2_ceiling=group[0]["r2_ceiling"],
+            final_loss_mean=float(np.mean([r["final_loss"] for r in group])))
+        out.append(row)
+    return out
+
+
+def write_tables(wd: Workdir, table: list[dict]) -> None:
+    if not table:
+        return
+    fields = list(table[0])
+    with open(wd.file("table.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(table)
+    show = [k for k in fields if k not in ("ood_r2_q25", "ood_r2_q75", "id_r2_q25", "id_r2_q75",
+                                           "angle_q25", "angle_q75")]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in show) + " |" for r in table]
+    with open(wd.file("table.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# The run.
+# ---------------------------------------------------------------------------
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train every group, evaluate, write results/tables/figure; return the results."""
+    validate(config)
+    wd = Workdir(workdir)
+    wd.claim(config, ignore=("figures",))
+    t_start = time.time()
+    members = members_of(config)
+    groups = groups_of(members)
+    logging.info("%d networks in %d group(s): %s", len(members), len(groups),
+                 {k: len(v) for k, v in groups.items()})
+    rows, timing, attractor = [], {}, None
+    for name, group in groups.items():
+        t0 = time.time()
+        task, net, insts, fit = train_group(config, name, group, wd)
+        t_train = time.time() - t0
+        cache = wd.file(f"eval_{name}.json")
+        if os.path.exists(cache):
+            with open(cache) as f:
+                ev = {k: np.asarray(v) for k, v in json.load(f).items()}
+        else:
+            apply_fn = lambda p, x: net.apply(p, x)
+            ev = evaluation.evaluate_group(task, apply_fn, fit.state.params, insts,
+                                           np.asarray([m.n_tasks for m in group]), config.eval,
+                                           free_rt=group[0].free_rt)
+            wd.write_results({k: np.asarray(v).tolist() for k, v in ev.items()},
+                             name=f"eval_{name}.json")
+        t_eval = time.time() - t0 - t_train
+        timing[name] = {"train_s": t_train, "eval_s": t_eval, "networks": len(group),
+                        "steps": int(fit.state.step[0]), "resumed_from": fit.resumed_from}
+        loss = np.asarray(fit.history["loss"])  # [rows, M]
+        tail = max(1, len(loss) // 10)
+        weights = np.asarray(insts.weights)
+        for i, m in enumerate(group):
+            bayes = bayes_accuracy(task, weights[i], m) if config.eval.bayes else float("nan")
+            rows.append({**m.row(), "group": name, "ood_r2": ev["ood_r2"][i].tolist(),
+                         "id_r2": ev["id_r2"][i].tolist(), "angles": ev["angles"][i].tolist(),
+                         "accuracy": float(ev["accuracy"][i]), "bayes_accuracy": bayes,
+                         "r2_ceiling": ceiling(m), "final_loss": float(loss[-tail:, i].mean())})
+        if config.figure == "fig4" and attractor is None and net.is_rnn:
+            attractor = attractor_analysis(config, task, net, insts, fit.state.params, group)
+        logging.info("[%s] train %.0fs, eval %.0fs", name, t_train, t_eval)
+
+    table = summarise(rows)
+    results = {"figure": config.figure, "rows": rows, "table": table, "timing": timing,
+               "wall_time_s": time.time() - t_start, "devices": jax.device_count()}
+    if attractor is not None:
+        results["attractor"] = attractor
+    wd.write_results(results)
+    write_tables(wd, table)
+    if config.figures:
+        from experiments.disentangle import figures
+
+        figures.make_figure(results, wd.figures_dir)
+    logging.info("results in %s (wall %.0fs)", wd.path, results["wall_time_s"])
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Fig. 4: attractor of one N = 24 RNN.
+# ---------------------------------------------------------------------------
+def attractor_analysis(config, task, net, insts, params, group) -> dict:
+    """PCA of noise-free trajectories, fixed points and Jacobian spectra (spec 4.3)."""
+    ac = config.attractor
+    i = int(np.argmax([m.n_tasks for m in group]))
+    prm = training.unstack(params, i)
+    inst = training.unstack(insts, i)
+    key = jax.random.PRNGKey(config.eval.seed)
+    b = task.sample(inst, key, ac.trials, sigma=0.0)
+    _, hidden = net.apply(prm, b.inputs)
+    hidden = np.asarray(hidden)  # [trials, S, H]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    ratio, comps, mean = evaluation.pca(flat, min(ac.components, flat.shape[-1]))
+    proj = (hidden - mean) @ comps[:3].T  # [trials, S, 3]
+    # Fixed points of the map at the stimulus-free input [fix = 1, f(0)].
+    u0 = jnp.concatenate([jnp.ones(1), task.encode(inst, jnp.zeros(task.dim))]) \
+        if not task.free_rt else task.encode(inst, jnp.zeros(task.dim))
+    step_fn = lambda h: net.rnn_step(prm, h, u0)
+    rng = np.random.default_rng(config.eval.seed)
+    starts = flat[rng.integers(0, len(flat), ac.inits)] + rng.uniform(0, ac.init_noise,
+                                                                       (ac.inits, flat.shape[-1]))
+    pts, q = evaluation.find_fixed_points(step_fn, jnp.asarray(starts, jnp.float32),
+                                          iterations=ac.iterations, lr=ac.lr)
+    pts, q = np.asarray(pts), np.asarray(q)
+    good = pts[q < ac.speed_tol]
+    unique = evaluation.dedup(good, ac.dedup_eps) if len(good) else good
+    eig = evaluation.jacobian_eigenvalues(step_fn, unique) if len(unique) else np.zeros((0, 0))
+    fp_proj = (unique - mean) @ comps[:3].T if len(unique) else np.zeros((0, 3))
+    return {"n_tasks": group[i].n_tasks, "seed": group[i].seed,
+            "explained_variance": ratio.tolist(), "trajectories": proj.tolist(),
+            "quadrant": np.asarray(b.orthant).tolist(), "latent": np.asarray(b.latent).tolist(),
+            "fixed_points_pc": fp_proj.tolist(), "num_candidates": int(len(pts)),
+            "num_slow": int(len(good)), "num_fixed_points": int(len(unique)),
+            "speed": q.tolist(),
+            "eigenvalues_real": eig.real.tolist(), "eigenvalues_imag": eig.imag.tolist()}

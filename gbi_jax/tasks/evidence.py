@@ -1,0 +1,343 @@
+"""Multi-task evidence aggregation (spec disentangle.md 1): pure JAX, made on device.
+
+A latent ``x* in R^D`` is drawn once per trial and held; the network sees a
+fixation step, ``T`` stimulus steps ``x* + N(0, sigma^2 I)`` and a decision step
+(``T + 2`` steps, 22 by default), every step through a *random frozen encoder*
+``f: R^D -> R^40`` (MLP ``D -> 100 -> 100 -> 40``, ReLU or quadratic, PyTorch
+``U(+-1/sqrt(fan_in))`` init, drawn per network), next to a fixation channel.
+``N`` binary tasks ask on which side of a hyperplane through the origin ``x*``
+lies; the targets are ``0.5`` before the decision step and the labels at it.
+
+Two pieces:
+
+* :class:`EvidenceTask` — the *static* part (shapes and kinds: ``dim``, ``stim_steps``,
+  ``max_tasks``, free-RT or fixed-RT, boundary geometry). Hashable; one compiled
+  program per task.
+* :class:`TaskInstance` — the *per-network* part as a pytree of arrays (encoder
+  weights, task normals padded to ``max_tasks`` with a mask, noise ``sigma``, factor
+  correlation ``rho``, encoder nonlinearity). Instances with different ``N``,
+  ``sigma``, ``rho`` or encoder kind stack on a leading axis and ``vmap``.
+
+``task.sample(instance, key, batch_size)`` returns a :class:`Batch`; pass
+``orthants=`` (a boolean mask over :func:`orthant_signs`) for the quadrant-restricted
+evaluation data of the OOD protocol (``x* = U[0, 1/2]^D * s``, ``s`` a sign pattern
+drawn uniformly from the allowed orthants).
+
+Variants (spec 1.2):
+
+* ``free_rt=True``: no fixation/decision steps and no fixation channel; targets at
+  every step are the accumulators ``A_i(t) = sum_{s<=t} w_i . X(s)`` with absorbing
+  bounds ``+-bound`` (5), on the *noisy* samples; ``w_i = (-tan phi_i, 1)`` for D = 2
+  as in the authors' code. Evaluation sequences pass ``stim_steps=T + 1``.
+* ``boundary="hyperbolic"``: ``N/4`` thresholds per quadrant,
+  ``theta_k = 0.2 linspace(1/(2N), 1, N/4)``; output ``(q, k)`` is 1 iff ``x*`` lies in
+  quadrant ``q`` and ``|x1 x2| > theta_k`` (D = 2, ``N % 4 == 0``).
+* ``rho != 0``: correlated factors through a Gaussian copula
+  (``z ~ N(0, R)``, ``R`` equicorrelated, ``x* = Phi(z) - 1/2``: uniform marginals).
+* ``encoder="quadratic"``: ``x^2`` instead of ReLU in the encoder.
+
+Labels for D = 2 follow the authors' ``1[x2 > tan(phi_i) x1]`` with
+``phi_i = (i + 1/2) pi / N`` (so the half-plane orientation flips for
+``phi > pi/2``); for D > 2 normals are random unit vectors (drawn from the
+instance seed).
+
+Orthant order (:func:`orthant_signs`): for D = 2 the authors' quadrants
+1 = (+,+), 2 = (-,+), 3 = (-,-), 4 = (+,-); for D > 2 the lexicographic
+product of ``(+1, -1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+
+ENCODERS = ("relu", "quadratic")
+BOUNDARIES = ("linear", "hyperbolic")
+
+
+@flax.struct.dataclass
+class TaskInstance:
+    """Per-network task parameters (a pytree; stack on a leading axis to vmap).
+
+    Attributes:
+      encoder: frozen encoder weights ``{"w0": [D, 100], "b0": [100], ...}``.
+      weights: ``[max_tasks, D]`` label/accumulator weights (padded rows are 0).
+      mask: ``[max_tasks]`` 1.0 for the ``N`` real outputs, 0.0 for padding.
+      thresholds: ``[max_tasks]`` ``|x1 x2|`` thresholds (hyperbolic boundary only).
+      quadrant: ``[max_tasks]`` int quadrant (0..3) of each output (hyperbolic only).
+      sigma: scalar noise std per step and dimension (latent units).
+      chol: ``[D, D]`` Cholesky factor of the copula correlation (identity if rho = 0).
+      quadratic: scalar 1.0 for the quadratic encoder, 0.0 for ReLU.
+      num_tasks: scalar int N.
+    """
+
+    encoder: dict
+    weights: jax.Array
+    mask: jax.Array
+    thresholds: jax.Array
+    quadrant: jax.Array
+    sigma: jax.Array
+    chol: jax.Array
+    quadratic: jax.Array
+    num_tasks: jax.Array
+
+
+@flax.struct.dataclass
+class Batch:
+    """One batch of trials.
+
+    Attributes:
+      inputs: ``[B, S, F]`` network inputs (``F = 1 + encoder_out`` with fixation,
+        ``encoder_out`` for free RT).
+      targets: ``[B, S, max_tasks]`` 0.5 / labels (fixed RT) or bounded accumulators
+        (free RT).
+      labels: ``[B, max_tasks]`` decision labels in {0, 1} (from ``x*``).
+      latent: ``[B, D]`` the true ``x*``.
+      stimulus: ``[B, T, D]`` the noisy samples ``x* + eps`` (before the encoder).
+      orthant: ``[B]`` int index of the orthant of ``x*`` (see :func:`orthant_signs`).
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+    labels: jax.Array
+    latent: jax.Array
+    stimulus: jax.Array
+    orthant: jax.Array
+
+
+def orthant_signs(dim: int) -> np.ndarray:
+    """``[2^D, D]`` sign patterns; D = 2 in the authors' quadrant order (see module doc)."""
+    if dim == 2:
+        return np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
+    return np.array(list(itertools.product((1.0, -1.0), repeat=dim)), np.float32)
+
+
+def orthant_index(x: jax.Array) -> jax.Array:
+    """Index into :func:`orthant_signs` of each row of ``x [..., D]``."""
+    dim = x.shape[-1]
+    signs = jnp.asarray(orthant_signs(dim))
+    match = jnp.all(jnp.where(x[..., None, :] >= 0, 1.0, -1.0) == signs, axis=-1)
+    return jnp.argmax(match, axis=-1)
+
+
+def line_angles(num_tasks: int) -> np.ndarray:
+    """``phi_i = (i + 1/2) pi / N`` (radians)."""
+    return (np.arange(num_tasks) + 0.5) * np.pi / num_tasks
+
+
+def _torch_linear(rng: np.random.Generator, fan_in: int, fan_out: int):
+    bound = 1.0 / np.sqrt(fan_in)
+    return (rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
+            rng.uniform(-bound, bound, fan_out).astype(np.float32))
+
+
+def _equicorrelation_cholesky(dim: int, rho: float) -> np.ndarray:
+    corr = np.full((dim, dim), rho, np.float64)
+    np.fill_diagonal(corr, 1.0)
+    try:
+        return np.linalg.cholesky(corr).astype(np.float32)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"rho={rho} does not give a valid correlation matrix for D={dim}; "
+                         f"use -1/(D-1) < rho < 1.") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceTask:
+    """Static description of the task family (see module docstring).
+
+    Attributes:
+      dim: latent dimension D.
+      stim_steps: stimulus steps T (trial = T + 2 steps with fixation; T for free RT).
+      max_tasks: width of the (padded) output; instances have ``N <= max_tasks``.
+      encoder_hidden: hidden widths of the frozen encoder.
+      encoder_out: encoder output width (40).
+      free_rt: free reaction-time variant (bounded accumulator targets).
+      boundary: ``"linear"`` or ``"hyperbolic"``.
+      bound: absorbing bound of the free-RT accumulators.
+    """
+
+    dim: int = 2
+    stim_steps: int = 20
+    max_tasks: int = 24
+    encoder_hidden: tuple = (100, 100)
+    encoder_out: int = 40
+    free_rt: bool = False
+    boundary: str = "linear"
+    bound: float = 5.0
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"EvidenceTask: {msg}")
+        need(int(self.dim) == self.dim and self.dim >= 1, f"dim must be an integer >= 1, got {self.dim}")
+        need(int(self.stim_steps) == self.stim_steps and self.stim_steps >= 1,
+             f"stim_steps must be an integer >= 1, got {self.stim_steps}")
+        need(int(self.max_tasks) == self.max_tasks and self.max_tasks >= 1,
+             f"max_tasks must be an integer >= 1, got {self.max_tasks}")
+        need(self.encoder_out >= 1 and all(h >= 1 for h in self.encoder_hidden),
+             "encoder widths must be >= 1")
+        need(self.boundary in BOUNDARIES,
+             f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        need(self.boundary == "linear" or self.dim == 2,
+             f"boundary='hyperbolic' needs dim=2, got dim={self.dim}")
+        need(not (self.free_rt and self.boundary != "linear"),
+             "free_rt=True supports only boundary='linear'")
+        need(self.bound > 0, f"bound must be > 0, got {self.bound}")
+
+    # -- shapes ---------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        """Steps per training trial (T + 2 fixed RT, T free RT)."""
+        return self.stim_steps if self.free_rt else self.stim_steps + 2
+
+    @property
+    def input_size(self) -> int:
+        return self.encoder_out if self.free_rt else self.encoder_out + 1
+
+    # -- per-network instance ---------------------------------------------------
+    def instance(self, seed: int, num_tasks: int, *, sigma: float = 0.2, rho: float = 0.0,
+                 encoder: str = "relu") -> TaskInstance:
+        """Draw one network's encoder (and, for D > 2, its task normals) from ``seed``.
+
+        Drawn on the host with ``numpy.random.default_rng(seed)`` (no compilation);
+        ``seed`` is an int or a sequence of ints.
+        """
+        num_tasks = int(num_tasks)
+        if not 1 <= num_tasks <= self.max_tasks:
+            raise ValueError(f"num_tasks must be in [1, max_tasks={self.max_tasks}], got "
+                             f"{num_tasks}.")
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}.")
+        if self.boundary == "hyperbolic" and num_tasks % 4:
+            raise ValueError(f"boundary='hyperbolic' needs num_tasks divisible by 4 (N/4 "
+                             f"thresholds per quadrant), got {num_tasks}.")
+        chol = _equicorrelation_cholesky(self.dim, float(rho)) if self.dim > 1 else np.ones((1, 1))
+        rng = np.random.default_rng(seed)
+        widths = (self.dim,) + tuple(self.encoder_hidden) + (self.encoder_out,)
+        enc = {}
+        for i in range(len(widths) - 1):
+            w, b = _torch_linear(rng, widths[i], widths[i + 1])
+            enc[f"w{i}"], enc[f"b{i}"] = jnp.asarray(w), jnp.asarray(b)
+
+        weights = np.zeros((self.max_tasks, self.dim), np.float32)
+        thresholds = np.zeros(self.max_tasks, np.float32)
+        quadrant = np.zeros(self.max_tasks, np.int32)
+        if self.boundary == "hyperbolic":
+            per = num_tasks // 4
+            theta = 0.2 * np.linspace(1.0 / (2 * num_tasks), 1.0, per)
+            thresholds[:num_tasks] = np.tile(theta, 4)
+            quadrant[:num_tasks] = np.repeat(np.arange(4), per)
+        elif self.dim == 2:
+            phi = line_angles(num_tasks)
+            weights[:num_tasks, 0] = -np.tan(phi)
+            weights[:num_tasks, 1] = 1.0
+        else:
+            c = rng.standard_normal((num_tasks, self.dim))
+            weights[:num_tasks] = c / np.linalg.norm(c, axis=-1, keepdims=True)
+        mask = np.zeros(self.max_tasks, np.float32)
+        mask[:num_tasks] = 1.0
+        return TaskInstance(
+            encoder=enc, weights=jnp.asarray(weights, jnp.float32), mask=jnp.asarray(mask),
+            thresholds=jnp.asarray(thresholds), quadrant=jnp.asarray(quadrant),
+            sigma=jnp.asarray(sigma, jnp.float32), chol=jnp.asarray(chol, jnp.float32),
+            quadratic=jnp.asarray(1.0 if encoder == "quadratic" else 0.0, jnp.float32),
+            num_tasks=jnp.asarray(num_tasks, jnp.int32))
+
+    # -- pieces -----------------------------------------------------------------
+    def encode(self, inst: TaskInstance, x: jax.Array) -> jax.Array:
+        """The frozen encoder ``f``: ``[..., D] -> [..., encoder_out]``."""
+        enc = inst.encoder
+        n = len(self.encoder_hidden) + 1
+        h = x
+        for i in range(n):
+            h = h @ enc[f"w{i}"] + enc[f"b{i}"]
+            if i < n - 1:
+                h = jnp.where(inst.quadratic > 0, h * h, jax.nn.relu(h))
+        return h
+
+    def sample_latent(self, inst: TaskInstance, key: jax.Array, batch_size: int,
+                      orthants: Optional[jax.Array] = None) -> jax.Array:
+        """``[B, D]`` latents: the (copula) prior, or uniform within allowed orthants."""
+        if orthants is None:
+            z = jax.random.normal(key, (batch_size, self.dim)) @ inst.chol.T
+            return ndtr(z) - 0.5
+        k_o, k_u = jax.random.split(key)
+        signs = jnp.asarray(orthant_signs(self.dim))
+        orthants = jnp.asarray(orthants)
+        logits = jnp.where(orthants, 0.0, -jnp.inf)
+        idx = jax.random.categorical(k_o, logits, shape=(batch_size,))
+        return jax.random.uniform(k_u, (batch_size, self.dim), maxval=0.5) * signs[idx]
+
+    def labels(self, inst: TaskInstance, x: jax.Array) -> jax.Array:
+        """``[B, max_tasks]`` labels in {0., 1.} of latents ``x [B, D]`` (padding -> 0)."""
+        if self.boundary == "hyperbolic":
+            q = orthant_index(x)  # [B]
+            prod = jnp.abs(x[:, 0] * x[:, 1])
+            y = (q[:, None] == inst.quadrant[None, :]) & (prod[:, None] > inst.thresholds)
+        else:
+            y = x @ inst.weights.T > 0
+        return y.astype(jnp.float32) * inst.mask
+
+    def accumulators(self, inst: TaskInstance, stimulus: jax.Array) -> jax.Array:
+        """Free-RT targets ``[B, T, max_tasks]``: running sums of ``w_i . X`` absorbed at
+        ``+-bound``."""
+        cum = jnp.cumsum(stimulus @ inst.weights.T, axis=1)  # [B, T, N]
+        hit = jnp.abs(cum) >= self.bound
+        first = jnp.argmax(hit, axis=1)  # [B, N] first crossing (0 if none)
+        crossed = jnp.any(hit, axis=1)
+        sign_at = jnp.sign(jnp.take_along_axis(cum, first[:, None, :], axis=1))  # [B, 1, N]
+        t = jnp.arange(cum.shape[1])[None, :, None]
+        absorbed = crossed[:, None, :] & (t >= first[:, None, :])
+        return jnp.where(absorbed, self.bound * sign_at, cum) * inst.mask
+
+    # -- batches ------------------------------------------------------------------
+    def sample(self, inst: TaskInstance, key: jax.Array, batch_size: int, *,
+               orthants: Optional[jax.Array] = None, stim_steps: Optional[int] = None,
+               sigma: Optional[jax.Array] = None) -> Batch:
+        """One batch of ``batch_size`` trials for one network (vmap over instances).
+
+        Args:
+          inst: this network's :class:`TaskInstance`.
+          key: PRNG key.
+          batch_size: trials B (static).
+          orthants: optional ``bool[2^D]`` mask of allowed orthants (evaluation data).
+          stim_steps: override T (e.g. ``T + 1`` for free-RT evaluation).
+          sigma: override the instance's noise level.
+        """
+        steps = self.stim_steps if stim_steps is None else int(stim_steps)
+        sigma = inst.sigma if sigma is None else sigma
+        k_x, k_n = jax.random.split(key)
+        x = self.sample_latent(inst, k_x, batch_size, orthants)
+        stim = x[:, None, :] + sigma * jax.random.normal(k_n, (batch_size, steps, self.dim))
+        feats = self.encode(inst, stim)  # [B, T, E]
+        labels = self.labels(inst, x)
+        if self.free_rt:
+            inputs = feats
+            targets = self.accumulators(inst, stim)
+        else:
+            blank = jnp.broadcast_to(self.encode(inst, jnp.zeros((self.dim,))),
+                                     (batch_size, 1, self.encoder_out))
+            feats = jnp.concatenate([blank, feats, blank], axis=1)
+            fix = jnp.concatenate([jnp.ones((batch_size, steps + 1, 1)),
+                                   jnp.zeros((batch_size, 1, 1))], axis=1)
+            inputs = jnp.concatenate([fix, feats], axis=-1)
+            targets = jnp.concatenate(
+                [jnp.full((batch_size, steps + 1, self.max_tasks), 0.5) * inst.mask,
+                 labels[:, None, :]], axis=1)
+        return Batch(inputs=inputs, targets=targets, labels=labels, latent=x, stimulus=stim,
+                     orthant=orthant_index(x))
+
+
+def stack_instances(instances) -> TaskInstance:
+    """Stack instances (same task) on a new leading axis."""
+    return jax.tree_util.tree_map(lambda *a: jnp.asarray(np.stack([np.asarray(x) for x in a])),
+                                  *instances)
