@@ -35,3 +35,36 @@ __all__ = [
     "pearson",
     "reliability_bins",
 ]
+
+# Disentangling paper (spec disentangle.md 2, 4): Eq. 7 / ideal-observer references,
+# the OOD decoding protocol, and attractor / tuning analyses.
+from gbi_jax.analysis import decoding, dynamics, theory  # noqa: E402
+from gbi_jax.analysis.decoding import (CrossValidation, cross_validate,  # noqa: E402
+                                       cross_validated_r2, decoder_angles, decoder_steps,
+                                       fit_linear_decoder, halfspace_orthants, id_r2,
+                                       median_iqr, ood_r2, orthant_index, orthant_signs,
+                                       random_angle_baseline, sample_in_orthants)
+from gbi_jax.analysis.dynamics import (AttractorSignature, FixedPoints,  # noqa: E402
+                                       TuningGrid, active_fraction,
+                                       continuous_attractor_signature, find_fixed_points,
+                                       jacobian_eigenvalues, jacobians, lifetime_sparseness,
+                                       pca, pca_transform, timescale_amplification,
+                                       tuning_grid, unique_points)
+from gbi_jax.analysis.theory import (UNIFORM_VAR, bayes_accuracy_2d,  # noqa: E402
+                                     bayes_accuracy_mc, bayes_cross_entropy_2d, bce_floor,
+                                     line_angles, line_normals, posterior_mean_r2,
+                                     r2_ceiling)
+
+__all__ += [
+    "decoding", "dynamics", "theory",
+    "CrossValidation", "cross_validate", "cross_validated_r2", "decoder_angles",
+    "decoder_steps", "fit_linear_decoder", "halfspace_orthants", "id_r2", "median_iqr",
+    "ood_r2", "orthant_index", "orthant_signs", "random_angle_baseline",
+    "sample_in_orthants",
+    "AttractorSignature", "FixedPoints", "TuningGrid", "active_fraction",
+    "continuous_attractor_signature", "find_fixed_points", "jacobian_eigenvalues",
+    "jacobians", "lifetime_sparseness", "pca", "pca_transform", "timescale_amplification",
+    "tuning_grid", "unique_points",
+    "UNIFORM_VAR", "bayes_accuracy_2d", "bayes_accuracy_mc", "bayes_cross_entropy_2d",
+    "bce_floor", "line_angles", "line_normals", "posterior_mean_r2", "r2_ceiling",
+]
