@@ -138,6 +138,14 @@ def test_linear_code_generalises_out_of_distribution(linear_code):
         assert dec.id_r2(h, x, test_orthant=q, key=jax.random.PRNGKey(q)) > 0.99
 
 
+def test_ood_r2_vmaps_over_folds(linear_code):
+    h, x, _ = linear_code
+    vmapped = jax.vmap(lambda q: dec.ood_r2(h, x, heldout=q))(np.arange(4))
+    grid = dec.cross_validated_r2(h, x, key=jax.random.PRNGKey(0), num_fits=3)
+    np.testing.assert_allclose(grid, np.broadcast_to(vmapped[:, None], (4, 3)), rtol=1e-5)
+    np.testing.assert_allclose(vmapped[1], dec.ood_r2(h, x, heldout=1), rtol=1e-5)
+
+
 def test_quadrant_specific_code_fails_out_of_distribution(quadrant_code):
     h, x = quadrant_code
     for q in range(4):

@@ -35,6 +35,14 @@ def test_r2_ceiling_matches_sample_mean_monte_carlo():
     np.testing.assert_allclose(mc, theory.r2_ceiling(0.2, 20), atol=1e-3)
 
 
+def test_jit_and_vmap_agree():
+    sigmas = np.array([0.1, 0.2, 0.4], np.float32)
+    np.testing.assert_allclose(jax.vmap(lambda s: theory.posterior_mean_r2(s, 20))(sigmas),
+                               [theory.posterior_mean_r2(s, 20) for s in sigmas], rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(theory.r2_ceiling)(sigmas, 20),
+                               theory.r2_ceiling(sigmas, 20), rtol=1e-6)
+
+
 def test_posterior_mean_r2_spec_values():
     # Spec section 2, "Monte Carlo, exact truncated-Gaussian posterior mean".
     for t, want in [(5, 0.920), (10, 0.958), (20, 0.978), (21, 0.979), (40, 0.989)]:
@@ -82,11 +90,14 @@ def test_bayes_accuracy_2d_spec_values_and_bce_floor():
     assert 21 * math.log(2) / 22 < floor < 0.667
     # More evidence, better decisions.
     assert theory.bayes_accuracy_2d(0.2, 40, 2) > theory.bayes_accuracy_2d(0.2, 20, 2)
+    # Traced sigma (no memoisation, no symmetry shortcut for traced normals) agrees.
+    np.testing.assert_allclose(jax.jit(lambda s: theory.bayes_accuracy_2d(s, 20, 2))(0.2),
+                               0.9515, atol=2e-4)
 
 
 def test_bayes_accuracy_monte_carlo_matches_exact():
     key = jax.random.PRNGKey(1)
-    kw = dict(num_trials=40_000, num_posterior=32)
+    kw = dict(num_trials=40_000, num_posterior=64)  # bias ~ -0.045 / 64 = -7e-4
     # Per line: N = 24 contains lines of all 6 symmetry classes (one compilation).
     exact = theory.bayes_accuracy_2d(0.2, 20, 24, per_task=True)
     mc = theory.bayes_accuracy_mc(key, 0.2, 20, 24, per_task=True, **kw)
