@@ -577,7 +577,7 @@ def cross_validate(h: Array, x: Array, *, key, num_fits: int = 5, mode: str = "o
       folds: int ``[K]`` orthant indices or bool ``[K, 2^D]`` masks of held-out orthant
         sets; default ``arange(2^D)``.
       h_test, x_test: optional separate test data (same leading layout as ``h``).
-      Others: as in :func:`ood_r2` / :func:`id_r2`.
+      Others (incl. ``active_steps``): as in :func:`ood_r2` / :func:`id_r2`.
 
     Returns:
       :class:`CrossValidation` with ``r2 [K, F]``, ``weights [K, F, H, D]``,
@@ -638,6 +638,11 @@ def decoder_angles(weight: Array) -> Array:
       ``[..., D (D - 1) / 2]`` angles for the pairs ``(i, j), i < j`` in row-major
       upper-triangle order (``np.triu_indices(D, 1)``); for D = 2 the single x1/x2
       angle. 90 means orthogonal (the disentangled ideal).
+
+    Note: an Adam-fitted decoder (the authors' protocol) keeps its random init in
+    directions of ``h`` the data never excite (they do not change the predictions),
+    which pulls angles toward the random baseline (:func:`random_angle_baseline`);
+    the closed-form ridge decoder has no such component.
     """
     return _decoder_angles(jnp.asarray(weight))
 
