@@ -368,18 +368,23 @@ def attractor_analysis(config, task, net, insts, params, group) -> dict:
     """PCA of noise-free trajectories, fixed points and Jacobian spectra (spec 4.3)."""
     ac = config.attractor
     i = int(np.argmax([m.n_tasks for m in group]))
-    prm = training.unstack(params, i)
-    inst = training.unstack(insts, i)
+    prm = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], params)
+    inst = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], insts)
     key = jax.random.PRNGKey(config.eval.seed)
-    b = task.sample(inst, key, ac.trials, sigma=0.0)
-    _, hidden = net.apply(prm, b.inputs)
+    @jax.jit
+    def noise_free(prm, inst, key):
+        b = task.sample(inst, key, ac.trials, sigma=0.0)
+        u0 = task.encode(inst, jnp.zeros(task.dim))
+        if not task.free_rt:  # the stimulus-free input [fix = 1, f(0)]
+            u0 = jnp.concatenate([jnp.ones(1), u0])
+        return b, net.apply(prm, b.inputs)[1], u0
+
+    b, hidden, u0 = noise_free(prm, inst, key)
     hidden = np.asarray(hidden)  # [trials, S, H]
     flat = hidden.reshape(-1, hidden.shape[-1])
     ratio, comps, mean = evaluation.pca(flat, min(ac.components, flat.shape[-1]))
     proj = (hidden - mean) @ comps[:3].T  # [trials, S, 3]
     # Fixed points of the map at the stimulus-free input [fix = 1, f(0)].
-    u0 = jnp.concatenate([jnp.ones(1), task.encode(inst, jnp.zeros(task.dim))]) \
-        if not task.free_rt else task.encode(inst, jnp.zeros(task.dim))
     step_fn = lambda h: net.rnn_step(prm, h, u0)
     rng = np.random.default_rng(config.eval.seed)
     starts = flat[rng.integers(0, len(flat), ac.inits)] + rng.uniform(0, ac.init_noise,

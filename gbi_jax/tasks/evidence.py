@@ -43,7 +43,8 @@ instance seed).
 
 Orthant order (:func:`orthant_signs`): for D = 2 the authors' quadrants
 1 = (+,+), 2 = (-,+), 3 = (-,-), 4 = (+,-); for D > 2 the lexicographic
-product of ``(+1, -1)``.
+``itertools.product((-1, +1), repeat=D)`` (first coordinate most significant; the
+authors' ``DenoiseQuadsHighDim`` order).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def orthant_signs(dim: int) -> np.ndarray:
     """``[2^D, D]`` sign patterns; D = 2 in the authors' quadrant order (see module doc)."""
     if dim == 2:
         return np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
-    return np.array(list(itertools.product((1.0, -1.0), repeat=dim)), np.float32)
+    return np.array(list(itertools.product((-1.0, 1.0), repeat=dim)), np.float32)
 
 
 def orthant_index(x: jax.Array) -> jax.Array:

@@ -1,0 +1,207 @@
+"""Disentangling experiment: networks, config checks, smoke runs of every figure."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.disentangle import config as dis_config
+from experiments.disentangle import evaluation, experiment
+from experiments.disentangle.networks import Network
+from gbi_jax.tasks import EvidenceTask, stack_instances
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------
+# Networks.
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("core, alpha", [("rnn", 1.0), ("rnn", 0.3), ("noleak", 1.0)])
+def test_handwritten_rnn_backward_matches_autodiff(core, alpha):
+    task = EvidenceTask(max_tasks=6)
+    inst = task.instance(0, 6)
+    b = jax.jit(lambda i, k: task.sample(i, k, 8))(inst, jax.random.PRNGKey(1))
+    fast = Network(core, task.input_size, 6, hidden=16, alpha=alpha)
+    plain = Network(core, task.input_size, 6, hidden=16, alpha=alpha, custom_grad=False)
+    params = fast.init(jax.random.PRNGKey(0))
+    grad = lambda net: jax.jit(jax.grad(
+        lambda p: jnp.sum(jnp.sin(net.apply(p, b.inputs)[0]))))(params)
+    for a, c in zip(jax.tree_util.tree_leaves(grad(fast)), jax.tree_util.tree_leaves(grad(plain))):
+        np.testing.assert_allclose(a, c, rtol=2e-4, atol=1e-5)
+
+
+def test_rnn_matches_its_step_function_and_init_ranges():
+    net = Network("rnn", 41, 3, hidden=64)
+    p = net.init(jax.random.PRNGKey(0))
+    assert float(jnp.max(jnp.abs(p["w_in"]))) <= 1 / np.sqrt(41)  # authors' nn.Linear
+    assert float(jnp.max(jnp.abs(p["w_in"]))) > 1 / 8
+    assert float(jnp.max(jnp.abs(p["w_rec"]))) <= 1 / 8
+    u = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 41))
+
+    @jax.jit
+    def both(p, u):
+        h = jnp.zeros((2, 64))
+        for t in range(5):
+            h = net.rnn_step(p, h, u[:, t])
+        return net.apply(p, u)[1][:, -1], h
+
+    a, b = both(p, u)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("core", ["lstm", "gru", "transformer", "noleak"])
+def test_one_training_step_of_every_core(core):
+    task = EvidenceTask(max_tasks=4)
+    net = Network(core, task.input_size, 4, hidden=16,
+                  transformer=(("heads", 4), ("mlp", 32)))
+    inst = task.instance(0, 3)
+    loss_fn = experiment.make_loss_fn(task, net, 4)
+    params = net.init(jax.random.PRNGKey(0))
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+        params, inst, jax.random.PRNGKey(1), 0)
+    assert np.isfinite(float(loss)) and 0 <= float(metrics["accuracy"]) <= 1
+    g = jax.tree_util.tree_leaves(grads)
+    assert all(np.all(np.isfinite(x)) for x in g)
+    # The padded 4th readout unit gets no gradient (masked).
+    readout = grads["readout"]["kernel"]
+    assert float(jnp.max(jnp.abs(readout[:, 3]))) == 0.0
+
+
+def test_masked_loss_equals_unpadded_loss():
+    """Padding the readout to max N and masking gives the loss of the unpadded net."""
+    small, big = EvidenceTask(max_tasks=3), EvidenceTask(max_tasks=24)
+    n_small = Network("rnn", 41, 3, hidden=16)
+    n_big = Network("rnn", 41, 24, hidden=16)
+    p_big = n_big.init(jax.random.PRNGKey(0))
+    p_small = dict(p_big, readout={"kernel": p_big["readout"]["kernel"][:, :3],
+                                   "bias": p_big["readout"]["bias"][:3]})
+    key = jax.random.PRNGKey(3)
+    l_small = jax.jit(experiment.make_loss_fn(small, n_small, 8))(
+        p_small, small.instance(0, 3), key, 0)
+    l_big = jax.jit(experiment.make_loss_fn(big, n_big, 8))(p_big, big.instance(0, 3), key, 0)
+    np.testing.assert_allclose(l_small[0], l_big[0], rtol=1e-5)
+
+
+def test_decoder_recovers_a_linear_code():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (2048, 2)).astype(np.float32)
+    mix = rng.normal(size=(2, 16)).astype(np.float32)
+    h = x @ mix + 0.3
+    w, b = jax.jit(lambda k, h, x: evaluation.fit_decoder_adam(
+        k, h, x, steps=3000, max_steps=3000, lr=3e-3, batch=16))(jax.random.PRNGKey(0), h, x)
+    assert 1 - np.mean((h @ np.asarray(w) + np.asarray(b) - x) ** 2) * 12 > 0.99
+    w_r, b_r = jax.jit(evaluation.fit_decoder_ridge, static_argnums=2)(h, x, 1e-6)
+    assert 1 - np.mean((h @ np.asarray(w_r) + np.asarray(b_r) - x) ** 2) * 12 > 0.999
+    ang = jax.jit(evaluation.pair_angles)(jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(ang, [90.0], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# Configs.
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", dis_config.FIGURES)
+def test_every_variant_validates(name):
+    for arg in (name, name + "_smoke"):
+        c = dis_config.get_config(arg)
+        experiment.validate(c)
+        assert c.figure == name
+    paper = dis_config.get_config(name)
+    assert paper.train.batch_size == 16 and paper.train.lr == 1e-3
+    assert paper.train.steps == 100_000 and paper.train.transformer_steps == 20_000
+
+
+def test_unknown_variant_rejected():
+    with pytest.raises(ValueError, match="Unknown config variant"):
+        dis_config.get_config("fig9")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("grid.cores", ("rnn", "mamba"), "grid.cores"),
+    ("grid.n_tasks", (0, 2), "grid.n_tasks"),
+    ("grid.sigmas", (0.0,), "needs noise"),
+    ("grid.rhos", (1.0,), "grid.rhos"),
+    ("grid.dims", (1,), "grid.dims"),
+    ("grid.encoders", ("tanh",), "grid.encoders"),
+    ("grid.boundaries", ("hyperbolic",), "divisible by 4"),
+    ("model.alpha", 0.0, "model.alpha"),
+    ("train.lr", -1.0, "train.lr"),
+    ("eval.decoder", "lasso", "eval.decoder"),
+    ("eval.decoder_steps", (10, 10), "eval.decoder_steps"),
+    ("seeds", (0, 0), "seeds"),
+])
+def test_bad_config_values_rejected(field, value, match):
+    c = dis_config.get_config("smoke")
+    node, _, leaf = field.rpartition(".")
+    (c[node] if node else c)[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        experiment.validate(c)
+
+
+def test_groups_split_static_settings():
+    c = dis_config.get_config("fig8_rt")
+    groups = experiment.groups_of(experiment.members_of(c))
+    assert sorted(groups) == ["rnn_D2_T20_fixed_linear", "rnn_D2_T20_free_linear"]
+    assert all(len(g) == 25 for g in groups.values())
+    c = dis_config.get_config("fig1")
+    groups = experiment.groups_of(experiment.members_of(c))
+    assert list(groups) == ["rnn_D2_T20_fixed_linear"]  # 5 N x 5 seeds, one program
+
+
+# ---------------------------------------------------------------------------
+# Smoke runs end to end.
+# ---------------------------------------------------------------------------
+def _check_outputs(workdir, results, name):
+    assert os.path.exists(os.path.join(workdir, "table.csv"))
+    assert os.path.exists(os.path.join(workdir, "table.md"))
+    assert os.path.exists(os.path.join(workdir, "figures", f"{name}.png"))
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    assert saved["figure"] == name and len(saved["rows"]) == len(results["rows"])
+    for row in results["table"]:
+        assert 0.7 < row["r2_ceiling"] < 1.0
+        assert np.isfinite(row["ood_r2_median"]) and np.isfinite(row["angle_median"])
+
+
+def test_fig1_smoke_end_to_end_and_resume(tmp_path):
+    config = dis_config.get_config("fig1_smoke")
+    results = experiment.run(config, str(tmp_path))
+    _check_outputs(str(tmp_path), results, "fig1")
+    assert len(results["rows"]) == 4 and len(results["table"]) == 2
+    row = results["rows"][0]
+    assert np.asarray(row["ood_r2"]).shape == (4, config.eval.fits)
+    assert np.asarray(row["angles"]).shape == (4, config.eval.fits, 1)
+    again = experiment.run(config, str(tmp_path))  # resumes: nothing retrained
+    assert all(t["resumed_from"] == config.train.steps for t in again["timing"].values())
+    assert again["rows"][0]["ood_r2"] == row["ood_r2"]
+
+
+def test_fig4_smoke_attractor(tmp_path):
+    results = experiment.run(dis_config.get_config("fig4_smoke"), str(tmp_path))
+    _check_outputs(str(tmp_path), results, "fig4")
+    a = results["attractor"]
+    assert len(a["explained_variance"]) >= 3 and a["num_candidates"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [f for f in dis_config.FIGURES if f not in ("fig1", "fig4")])
+def test_other_figure_smokes(tmp_path, name):
+    results = experiment.run(dis_config.get_config(name + "_smoke"), str(tmp_path))
+    _check_outputs(str(tmp_path), results, name)
+
+
+@pytest.mark.slow
+def test_cli_smoke(tmp_path):
+    env = dict(os.environ, DISENTANGLE_HOST_DEVICES="2")
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.disentangle.main",
+         "--config=experiments/disentangle/config.py:fig8_curved_smoke",
+         f"--workdir={tmp_path}", "--config.train.steps=20"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(os.path.join(tmp_path, "results.json")) as f:
+        assert json.load(f)["devices"] == 2
