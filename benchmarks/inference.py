@@ -21,8 +21,11 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
 
 (a)  gbi_jax ``jax.jit(optimize_batch(...))`` = ``jit(vmap(optimize))`` with
      ``optax.sgd(lr, momentum=0.5)``.
-(a') diagnostic: gbi_jax ``optimize`` on the whole ``[N, K]`` latent with the loss
-     summed over examples (mathematically the same updates).
+(a') optional diagnostic (``--diag``): gbi_jax ``optimize`` on the whole ``[N, K]``
+     latent with the loss summed over examples (mathematically the same updates).
+(a*) the same work as (a) scheduled by the benchmark as ``lax.map`` over chunks of
+     ``--chunk`` latents, each chunk running all S steps of ``jit(vmap(optimize))``
+     (cache blocking; a JAX-side optimisation, reported separately from (a)).
 (b)  PyTorch, per example in the style of the authors' code: one latent at a time,
      a ``[K]`` tensor with ``requires_grad``, ``torch.optim.SGD(momentum=0.5)``,
      S steps of zero_grad/forward/backward/step. Its rate does not depend on N, so a
@@ -56,10 +59,13 @@ number being the median; so a change of load on a shared machine hits all
 variants alike and the ratios stay meaningful. JAX results are
 ``block_until_ready``-ed (PyTorch CPU ops are synchronous). Both libraries use the
 same cores: XLA's CPU client uses all the process's cores for its intra-op thread
-pool, and ``torch.set_num_threads`` is set to ``--torch_threads`` (default: the
-process's core count). The per-example loop (b) is overhead-bound and OpenMP
-synchronisation only slows it down, so it is timed with 1 thread and with
-``--torch_threads`` threads and its faster rate is used (both are reported).
+pool, and PyTorch runs with ``torch.set_num_threads(--torch_threads)`` (default: the
+process's core count). Because OpenMP barriers stall badly when other processes
+share the cores (the per-example loop (b) is overhead-bound and gains nothing from
+threads anyway), every PyTorch variant is also probed with 1 thread (3 steps, 3 rounds,
+round-robin) and timed with the faster setting (probe times are printed; turn this
+off with ``--torch_fixed_threads``). (b) is probed on 2
+latents. For N >= 5000 the number of rounds is ``max(3, --repeats - 2)``.
 """
 
 from __future__ import annotations
@@ -108,12 +114,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--check", type=int, default=5,
                    help="examples whose final latents are compared across (a), (b), (c)")
     p.add_argument("--no_torch_func", action="store_true", help="skip variant (c')")
-    p.add_argument("--no_diag", action="store_true", help="skip diagnostic variant (a')")
+    p.add_argument("--diag", action="store_true",
+                   help="also time diagnostic variant (a'): optimize on [N,K] with a summed loss")
+    p.add_argument("--chunk", type=int, default=1000,
+                   help="latents per chunk of variant (a*) (lax.map over chunks of "
+                        "jit(vmap(optimize))), timed when N is a larger multiple; 0 = off")
+    p.add_argument("--torch_fixed_threads", action="store_true",
+                   help="time PyTorch only with --torch_threads threads (default: also with 1 "
+                        "thread, reporting the faster)")
     p.add_argument("--show_dots", action="store_true",
                    help="print the dot ops of the compiled (a) program at the largest N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="~1 min run: sizes 100,1000, 3 repeats, 10 per-example latents")
+                   help="short run: sizes 100,1000, 3 repeats, 5 per-example latents, 1024 peak matmul")
     p.add_argument("--out", type=str, default=None,
                    help="markdown results file; default benchmarks/RESULTS.md for a full "
                         "run, none for --quick; '' disables")
@@ -170,13 +183,24 @@ def build_jax_fns(model: MLP, steps: int, lr: float):
         z, _ = gbi.optimize(loss, z0, opt, steps)
         return z
 
+    @functools.partial(jax.jit, static_argnames="chunk")
+    def optimize_chunked(params, z0, batch, chunk: int):     # (a*) cache-blocked
+        # Same work as (a), scheduled as lax.map over chunks of `chunk` latents, each chunk
+        # running all S steps of jit(vmap(optimize)) while its activations stay in cache.
+        n = z0.shape[0]
+        split = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])  # noqa: E731
+        run = lambda zb: gbi.optimize_batch(functools.partial(example_loss, params),  # noqa
+                                            zb[0], zb[1], opt, steps)[0]
+        out = jax.lax.map(run, (split(z0), jax.tree_util.tree_map(split, batch)))
+        return out.reshape(z0.shape)
+
     @jax.jit
     def one_step(params, batch):
         z0 = gbi.max_entropy_latent(K)
         res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch)
         return res.prediction
 
-    return optimize_vmap, optimize_summed, one_step
+    return optimize_vmap, optimize_summed, optimize_chunked, one_step
 
 
 # --------------------------------------------------------------------------
@@ -281,6 +305,10 @@ def fmt_rate(r: float) -> str:
     return f"{r:,.0f}" if r >= 100 else f"{r:,.1f}"
 
 
+def with_thr(r: dict, v: str) -> str:
+    return f"{fmt_rate(r[v])} ({r[v + '_thr']}t)"
+
+
 def dot_shapes(compiled_text: str) -> list[str]:
     lines = []
     for line in compiled_text.splitlines():
@@ -323,7 +351,7 @@ def main(argv=None) -> int:
     model = make_model()
     params = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((0,)), jnp.zeros((K,)))
     net = torch_decoder_from_flax(params)
-    opt_vmap, opt_summed, one_step_jax = build_jax_fns(model, args.steps, args.lr)
+    opt_vmap, opt_summed, opt_chunked, one_step_jax = build_jax_fns(model, args.steps, args.lr)
     torch_func_run = None if args.no_torch_func else make_torch_func_batched(net)
 
     nmax = max(args.size_list)
@@ -351,6 +379,10 @@ def main(argv=None) -> int:
         errs["|a - c'|"] = float(np.max(np.abs(z_a - z_c2)))
     z_a2 = np.asarray(opt_summed(params, gbi.max_entropy_latent(K, (m,)), batch_c))
     errs["|a - a'|"] = float(np.max(np.abs(z_a - z_a2)))
+    if m >= 2:
+        c = 1 if m % 2 else m // 2
+        z_a3 = np.asarray(opt_chunked(params, gbi.max_entropy_latent(K, (m,)), batch_c, c))
+        errs["|a - a*|"] = float(np.max(np.abs(z_a - z_a3)))
     print(f"  final latents after {args.steps} steps, {m} examples: " +
           ", ".join(f"max{k} = {v:.2e}" for k, v in errs.items()) +
           f" (latent scale {np.max(np.abs(z_a)):.2f})")
@@ -364,63 +396,88 @@ def main(argv=None) -> int:
     jax_mm, mm_flops = common.jax_matmul_fn(args.peak_n)
     torch_mm, _ = common.torch_matmul_fn(args.peak_n)
     sub = min(args.per_example_subset, nmax)
-    b_threads = sorted({1, threads})
     sub_in, sub_x = torch.from_numpy(inputs_np[:sub]), torch.from_numpy(x_np[:sub])
+    # Every PyTorch variant is probed with 1 thread and with `threads` threads (a few steps,
+    # round-robin) and timed with the faster setting: on a loaded machine OpenMP barriers
+    # can stall a multi-threaded PyTorch badly, and that should not handicap it.
+    thread_opts = [threads] if args.torch_fixed_threads else sorted({1, threads})
     flops_iter = lambda n, t: n * args.steps * FLOPS_PER_LATENT_STEP / t  # noqa: E731
-    results: list[dict[str, float]] = []
+    results: list[dict[str, Any]] = []
     for n in args.size_list:
         batch = {"inputs": inputs_all[:n], "x": x_all[:n]}
         z0 = gbi.max_entropy_latent(K, (n,))
         tin, tx = torch.from_numpy(inputs_np[:n]), torch.from_numpy(x_np[:n])
-        fns = {
-            "a": lambda: opt_vmap(params, z0, batch).block_until_ready(),
-            "c": lambda: torch_batched(net, tin, tx, args.steps, args.lr),
+        # Probe: each PyTorch variant with every thread setting, a few steps, 3 rounds;
+        # keep the faster setting per variant for the timed round-robin below.
+        probe_steps = min(3, args.steps)
+        builders = {
+            "b": lambda steps, nb=sub: functools.partial(
+                torch_per_example, net, sub_in[:nb], sub_x[:nb], steps, args.lr),
+            "c": lambda steps: functools.partial(torch_batched, net, tin, tx, steps, args.lr),
+            "os_c": lambda steps: functools.partial(torch_one_step, net, tin, tx),
         }
         if torch_func_run is not None:
-            fns["c2"] = lambda: torch_func_run(tin, tx, args.steps, args.lr)
-        if not args.no_diag:
+            builders["c2"] = lambda steps: functools.partial(torch_func_run, tin, tx, steps,
+                                                             args.lr)
+        chosen = {v: threads for v in builders}
+        probe: dict[str, float] = {}
+        if len(thread_opts) > 1:
+            pf = {f"{v}@{thr}": with_threads(
+                      build(probe_steps, min(sub, 2)) if v == "b" else build(probe_steps),
+                      thr, threads)
+                  for v, build in builders.items() for thr in thread_opts}
+            probe = common.interleaved_medians(pf, repeats=3)
+            chosen = {v: min(thread_opts, key=lambda thr: probe[f"{v}@{thr}"])
+                      for v in builders}
+
+        fns = {"a": lambda: opt_vmap(params, z0, batch).block_until_ready()}
+        counts = {"a": n, "a2": n, "b": sub, "c": n, "c2": n}
+        if args.diag:
             fns["a2"] = lambda: opt_summed(params, z0, batch).block_until_ready()
-        for bt in b_threads:
-            fns[f"b{bt}"] = with_threads(
-                lambda: torch_per_example(net, sub_in, sub_x, args.steps, args.lr), bt, threads)
+        if 0 < args.chunk < n and n % args.chunk == 0:
+            fns["a3"] = lambda: opt_chunked(params, z0, batch, args.chunk).block_until_ready()
+            counts["a3"] = n
+        for v in ("b", "c", "c2"):
+            if v in builders:
+                fns[v] = with_threads(builders[v](args.steps), chosen[v], threads)
         fns["peak_jax"] = jax_mm
         fns["peak_torch"] = torch_mm
-        t = common.interleaved_medians(fns, repeats=args.repeats)
-        r: dict[str, float] = {"n": n}
-        for k in ("a", "a2", "c", "c2"):
-            if k in t:
-                r[k] = n / t[k]
-        r["a_flops"] = flops_iter(n, t["a"])
-        r["c_flops"] = flops_iter(n, t["c"])
-        for bt in b_threads:
-            r[f"b{bt}"] = sub / t[f"b{bt}"]
-        r["b"] = max(r[f"b{bt}"] for bt in b_threads)
-        r["b_threads"] = max(b_threads, key=lambda bt: r[f"b{bt}"])
-        r["peak_jax"] = mm_flops / t["peak_jax"]
-        r["peak_torch"] = mm_flops / t["peak_torch"]
-        r["peak"] = max(r["peak_jax"], r["peak_torch"])
+        reps = args.repeats if n < 5000 else max(3, args.repeats - 2)
+        t = common.interleaved_medians(fns, repeats=reps)
 
         # one-step inference
         pred_j = np.asarray(one_step_jax(params, batch))
         pred_t = torch_one_step(net, tin, tx).numpy()
-        t1 = common.interleaved_medians(
+        t.update(common.interleaved_medians(
             {"os_a": lambda: one_step_jax(params, batch).block_until_ready(),
-             "os_c": lambda: torch_one_step(net, tin, tx)},
-            repeats=max(args.repeats, 7))
-        r["os_a"] = n / t1["os_a"]
-        r["os_c"] = n / t1["os_c"]
+             "os_c": with_threads(builders["os_c"](1), chosen["os_c"], threads)},
+            repeats=max(reps, 7)))
+        counts["os_a"] = counts["os_c"] = n
+
+        r: dict[str, Any] = {"n": n, "repeats": reps, "probe": probe}
+        for k, tk in t.items():
+            if not k.startswith("peak"):
+                r[k] = counts[k] / tk
+        for v in builders:
+            r[f"{v}_thr"] = chosen[v]
+        r["a_flops"] = flops_iter(n, t["a"])
+        r["c_flops"] = r["c"] * args.steps * FLOPS_PER_LATENT_STEP
+        r["peak_jax"] = mm_flops / t["peak_jax"]
+        r["peak_torch"] = mm_flops / t["peak_torch"]
+        r["peak"] = max(r["peak_jax"], r["peak_torch"])
         r["os_agree"] = float(np.mean(pred_j == pred_t))
         r["os_acc"] = float(np.mean(pred_j == labels_np[:n]))
         results.append(r)
         best_c = max(r["c"], r.get("c2", 0.0))
         print(f"N={n:>6}: (a) {r['a']:,.0f}/s [{r['a_flops'] / 1e9:.1f} GFLOP/s = "
               f"{r['a_flops'] / r['peak']:.0%} of peak {r['peak'] / 1e9:.0f}]"
-              f"  (b) {r['b']:.1f}/s [{r['b_threads']:.0f} thr]  (c) {r['c']:,.0f}/s"
-              + (f"  (c') {r['c2']:,.0f}/s" if "c2" in r else "")
-              + (f"  (a') {r['a2']:,.0f}/s" if "a2" in r else "")
+              f"  (b) {with_thr(r, 'b')}  (c) {with_thr(r, 'c')}"
+              + (f"  (c') {with_thr(r, 'c2')}" if "c2" in r else "")
+              + (f"  (a') {fmt_rate(r['a2'])}" if "a2" in r else "")
+              + (f"  (a*) {fmt_rate(r['a3'])}" if "a3" in r else "")
               + f"  | (a)/(b) {r['a'] / r['b']:.1f}x  (a)/(c) {r['a'] / r['c']:.2f}x"
               f"  (a)/max(c,c') {r['a'] / best_c:.2f}x"
-              f"  | one-step: jax {r['os_a']:,.0f}/s torch {r['os_c']:,.0f}/s"
+              f"  | one-step: jax {fmt_rate(r['os_a'])} torch {with_thr(r, 'os_c')}"
               f" (predictions agree {r['os_agree']:.1%}, accuracy {r['os_acc']:.1%})",
               flush=True)
 
@@ -434,34 +491,47 @@ def main(argv=None) -> int:
 
     # ---- tables -------------------------------------------------------------
     header = ["N", "(a) gbi_jax jit(vmap(optimize))", "(b) torch per-example*",
-              "(c) torch batched", "(c') torch.func.vmap", "(a') jax summed [N,K]",
-              "(a)/(b)", "(a)/(c)", "(a)/max(c,c')", "(a) GFLOP/s",
-              "(a) % of peak", "(c) GFLOP/s", "peak jnp.dot / torch.mm GFLOP/s"]
+              "(c) torch batched", "(c') torch.func.vmap"] + \
+        (["(a') jax summed [N,K]"] if args.diag else []) + \
+        ([f"(a*) jax chunked {args.chunk}"] if args.chunk else []) + \
+        ["(a)/(b)", "(a)/(c)", "(a)/max(c,c')", "(a) GFLOP/s", "(a) % of peak",
+         "(a*)/(c)", "(a*) % of peak",
+         "(c) GFLOP/s", "peak jnp.dot / torch.mm GFLOP/s"]
     table_rows = []
     for r in results:
         best_c = max(r["c"], r.get("c2", 0.0))
-        table_rows.append([
-            f"{r['n']:,}", fmt_rate(r["a"]),
-            fmt_rate(r["b"]) + f" ({r['b_threads']:.0f} thr)", fmt_rate(r["c"]),
-            fmt_rate(r["c2"]) if "c2" in r else "-",
-            fmt_rate(r["a2"]) if "a2" in r else "-",
-            f"{r['a'] / r['b']:.1f}x", f"{r['a'] / r['c']:.2f}x", f"{r['a'] / best_c:.2f}x",
-            f"{r['a_flops'] / 1e9:.1f}", f"{r['a_flops'] / r['peak']:.0%}",
-            f"{r['c_flops'] / 1e9:.1f}",
-            f"{r['peak_jax'] / 1e9:.0f} / {r['peak_torch'] / 1e9:.0f}"])
+        table_rows.append(
+            [f"{r['n']:,}", fmt_rate(r["a"]), with_thr(r, "b"), with_thr(r, "c"),
+             with_thr(r, "c2") if "c2" in r else "-"]
+            + ([fmt_rate(r["a2"])] if args.diag else [])
+            + ([fmt_rate(r["a3"]) if "a3" in r else "-"] if args.chunk else [])
+            + [f"{r['a'] / r['b']:.1f}x", f"{r['a'] / r['c']:.2f}x",
+               f"{r['a'] / best_c:.2f}x", f"{r['a_flops'] / 1e9:.1f}",
+               f"{r['a_flops'] / r['peak']:.0%}",
+               f"{r['a3'] / r['c']:.2f}x" if "a3" in r else "-",
+               f"{r['a3'] * FLOPS_PER_LATENT_STEP * args.steps / r['peak']:.0%}"
+               if "a3" in r else "-", f"{r['c_flops'] / 1e9:.1f}",
+               f"{r['peak_jax'] / 1e9:.0f} / {r['peak_torch'] / 1e9:.0f}"])
     os_header = ["N", "gbi_jax jit(one_step_batch)", "torch batched", "jax/torch",
                  "predictions agree", "accuracy vs true class", "jax GFLOP/s"]
-    os_rows = [[f"{r['n']:,}", fmt_rate(r["os_a"]), fmt_rate(r["os_c"]),
+    os_rows = [[f"{r['n']:,}", fmt_rate(r["os_a"]), with_thr(r, "os_c"),
                 f"{r['os_a'] / r['os_c']:.2f}x", f"{r['os_agree']:.1%}", f"{r['os_acc']:.1%}",
                 f"{r['os_a'] * FLOPS_PER_LATENT_STEP / 1e9:.1f}"] for r in results]
-    b_note = (f"* (b) timed on a subset of {sub} latents and extrapolated (its per-latent rate "
-              f"does not depend on N); best of torch threads {b_threads}: " +
-              "; ".join(f"N={r['n']:,}: " + ", ".join(
-                  f"{bt} thr {r[f'b{bt}']:.1f}/s" for bt in b_threads) for r in results))
-    print(f"\n== iterative inference, {args.steps} steps, latents/s (median of "
-          f"{args.repeats}, round-robin) ==")
+    notes = [
+        f"* (b) is timed on {sub} latents per N and the per-latent rate extrapolated: it does "
+        "not depend on N.",
+        f"PyTorch thread count per variant (marked (Nt)) is the faster of {thread_opts} in a "
+        f"probe of {min(3, args.steps)} steps (3 rounds, round-robin); probe medians in ms: " +
+        "; ".join(f"N={r['n']:,}: " + ", ".join(f"{k} {1e3 * v:.1f}"
+                                                for k, v in r["probe"].items())
+                  for r in results) + ".",
+        "Rounds per N (median): " + ", ".join(f"N={r['n']:,}: {r['repeats']}"
+                                              for r in results) + ".",
+    ]
+    print(f"\n== iterative inference, {args.steps} steps, latents/s (median, round-robin) ==")
     print(common.plain_table(header, table_rows))
-    print(b_note)
+    for note in notes:
+        print(note)
     print("\n== one-step inference, latents/s ==")
     print(common.plain_table(os_header, os_rows))
 
@@ -478,7 +548,14 @@ def main(argv=None) -> int:
     print(f"\n== targets at N = {big['n']:,} ==")
     for name, ok, val in targets:
         print(f"  {name}: {val} -> {'met' if ok else 'MISSED'}")
-    print(f"  (a)/max(c, c') = {big['a'] / best_big:.2f}x")
+    extra = [f"(a)/max(c, c') = {big['a'] / best_big:.2f}x"]
+    if "a3" in big:
+        a3_fl = big["a3"] * args.steps * FLOPS_PER_LATENT_STEP
+        extra.append(f"chunked (a*): (a*)/(b) {big['a3'] / big['b']:.1f}x, (a*)/(c) "
+                     f"{big['a3'] / big['c']:.2f}x, {a3_fl / 1e9:.1f} GFLOP/s = "
+                     f"{a3_fl / big['peak']:.0%} of peak")
+    for e in extra:
+        print("  " + e)
     elapsed = time.perf_counter() - t_start
     load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal wall time {elapsed:.0f} s; load average at end {load_end}")
@@ -520,14 +597,17 @@ def main(argv=None) -> int:
             + ", ".join(f"max{k} = {v:.1e}" for k, v in errs.items())
             + f" on {m} examples (tolerance {tol:g}: {'ok' if correct else 'EXCEEDED'})",
             "",
-            f"## Iterative inference ({args.steps} steps), latents/s, median of {args.repeats}",
+            f"## Iterative inference ({args.steps} steps), latents/s",
             "",
             common.markdown_table(header, table_rows),
             "",
-            b_note,
-            "",
-            "(a') is a diagnostic: `gbi.optimize` on the whole `[N, K]` latent with the loss",
-            "summed over examples (same updates, no vmap).",
+            *[note + "\n" for note in notes],
+            *([f"(a*) is the same work as (a), scheduled by the benchmark as `lax.map` over "
+               f"chunks of {args.chunk} latents, each chunk running `jit(vmap(optimize))`'s "
+               "S steps while its activations stay in cache (a JAX-side optimisation, not "
+               "the gbi_jax default).", ""] if args.chunk else []),
+            *(["(a') is a diagnostic: `gbi.optimize` on the whole `[N, K]` latent with the "
+               "loss summed over examples (same updates, no vmap).", ""] if args.diag else []),
             "",
             "## One-step inference, latents/s",
             "",
@@ -536,7 +616,7 @@ def main(argv=None) -> int:
             f"## Targets (N = {big['n']:,})",
             "",
             *[f"- {name}: {val} — {'met' if ok else 'MISSED'}" for name, ok, val in targets],
-            f"- for reference, (a)/max(c, c') = {big['a'] / best_big:.2f}x",
+            *[f"- for reference, {e}" for e in extra],
             "",
         ]
         with open(args.out, "w") as f:
