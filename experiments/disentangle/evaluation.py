@@ -11,8 +11,9 @@ orthants other than the held-out one, tested on fresh trials of the held-out one
 fold. ID control: decoder trained on all orthants, tested on each held-out test set.
 Angles: between the decoder weight vectors of every pair of latent coordinates.
 
-The decoder fit, r^2 and angles are local until the shared analysis library
-(``gbi_jax.analysis.decoding``) provides them; see ``_decoding_backend``.
+Decoder fits, r^2 and angles come from ``gbi_jax.analysis.decoding``; the local
+``fit_decoder_adam`` / ``fit_decoder_ridge`` / ``r2_score`` / ``pair_angles`` are the
+small reference versions the tests check the protocol against.
 """
 
 from __future__ import annotations
@@ -128,125 +129,55 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
                    n_tasks: np.ndarray, ecfg, *, free_rt: bool) -> dict:
     """OOD / ID r^2, angles and decision accuracy for M stacked networks.
 
-    Data per network: F + 1 decoder pools of ``pool_trials`` (one per held-out orthant,
-    drawn from the other orthants, plus one ID pool from all orthants) and F + 1 test
-    sets of ``test_trials`` (one per held-out orthant, plus one from all orthants for
-    the decision accuracy). All ``(F + 1) x fits`` decoders train in one loop.
+    Data per network: one decoder training pool of ``pool_trials`` full-prior trials
+    (its decision outputs also give the decision accuracy) and, per fold, ``test_trials``
+    fresh trials of the held-out orthant. The decoders are
+    ``gbi_jax.analysis.decoding.cross_validate`` in its *separate* layout: OOD fold k
+    trains on the pool rows outside orthant k, ID trains on the whole pool, and both
+    are scored on the fold's test trials (r^2 with the full-prior variance 1/12).
+    Adam steps follow the authors' N-dependent schedule through ``active_steps`` so
+    every N shares one compiled loop.
 
     Returns numpy arrays: ``ood_r2 [M, F, fits]``, ``id_r2 [M, F, fits]``,
     ``angles [M, F, fits, pairs]``, ``accuracy [M]`` (decision outputs vs labels,
     real outputs only), ``folds`` (held-out orthant indices).
     """
+    from gbi_jax.analysis import decoding
+
     dim = task.dim
     stim = task.stim_steps + 1 if free_rt else task.stim_steps
     folds = fold_orthants(dim, ecfg.max_folds, ecfg.seed)
     nf = len(folds)
-    n_orth = 2 ** dim
-    train_sets = np.ones((nf + 1, n_orth), bool)
-    train_sets[np.arange(nf), folds] = False
-    test_sets = np.zeros((nf + 1, n_orth), bool)
+    test_sets = np.zeros((nf, 2 ** dim), bool)
     test_sets[np.arange(nf), folds] = True
-    test_sets[nf] = True
     key = jax.random.PRNGKey(ecfg.seed)
     steps = jnp.asarray(decoder_steps_for(n_tasks, ecfg.decoder_steps))
     max_steps = int(max(ecfg.decoder_steps))
     fits = int(ecfg.fits)
-    test_trials = max(int(ecfg.test_trials), int(ecfg.accuracy_trials))
+    decoder = dict(method=ecfg.decoder, l2=ecfg.ridge, steps=max_steps, lr=ecfg.decoder_lr,
+                   batch_size=ecfg.decoder_batch, folds=folds, num_fits=fits)
 
     def per_network(args):
         prm, inst, k, n_steps = args
-        k_pool, k_test, k_fit = jax.random.split(k, 3)
-        states = lambda kk, n, o: decision_states(task, apply_fn, prm, inst, kk, n, o, stim)
-        h_pool, x_pool, _, _ = jax.vmap(lambda kk, o: states(kk, ecfg.pool_trials, o))(
-            jax.random.split(k_pool, nf + 1), jnp.asarray(train_sets))
-        h_test, x_test, out, labels = jax.vmap(lambda kk, o: states(kk, test_trials, o))(
-            jax.random.split(k_test, nf + 1), jnp.asarray(test_sets))
-        correct = (out[nf] > 0) == (labels[nf] > 0.5)
-        accuracy = jnp.sum(correct * inst.mask) / (out.shape[1] * jnp.sum(inst.mask))
-        h_test, x_test = h_test[:nf, :ecfg.test_trials], x_test[:nf, :ecfg.test_trials]
-
-        def fit(kk, h, x):
-            if ecfg.decoder == "ridge":
-                return fit_decoder_ridge(h, x, ecfg.ridge)
-            return fit_decoder_adam(kk, h, x, steps=n_steps, max_steps=max_steps,
-                                    lr=ecfg.decoder_lr, batch=ecfg.decoder_batch)
-
-        fit_keys = jax.random.split(k_fit, (nf + 1) * fits).reshape(nf + 1, fits, -1)
-        w, b = jax.vmap(lambda kf, h, x: jax.vmap(lambda kk: fit(kk, h, x))(kf))(
-            fit_keys, h_pool, x_pool)  # [F + 1, fits, H, D], [F + 1, fits, D]
-        score = lambda ww, bb, h, x: r2_score(h @ ww + bb, x)
-        per_fit = jax.vmap(score, in_axes=(0, 0, None, None))
-        ood = jax.vmap(per_fit)(w[:nf], b[:nf], h_test, x_test)  # [F, fits]
-        idr = jax.vmap(per_fit, in_axes=(None, None, 0, 0))(w[nf], b[nf], h_test, x_test)
-        angles = jax.vmap(jax.vmap(pair_angles))(w[:nf])
-        return ood, idr, angles, accuracy
+        k_pool, k_test, k_ood, k_id = jax.random.split(k, 4)
+        h, x, out, labels = decision_states(task, apply_fn, prm, inst, k_pool,
+                                            ecfg.pool_trials, None, stim)
+        correct = (out > 0) == (labels > 0.5)
+        accuracy = jnp.sum(correct * inst.mask) / (out.shape[0] * jnp.sum(inst.mask))
+        h_test, x_test, _, _ = jax.vmap(
+            lambda kk, o: decision_states(task, apply_fn, prm, inst, kk, ecfg.test_trials, o,
+                                          stim))(jax.random.split(k_test, nf),
+                                                 jnp.asarray(test_sets))
+        h_test = h_test.reshape(-1, h_test.shape[-1])
+        x_test = x_test.reshape(-1, dim)
+        ood = decoding.cross_validate(h, x, key=k_ood, mode="ood", h_test=h_test,
+                                      x_test=x_test, active_steps=n_steps, **decoder)
+        idr = decoding.cross_validate(h, x, key=k_id, mode="id", h_test=h_test,
+                                      x_test=x_test, active_steps=n_steps, **decoder)
+        return ood.r2, idr.r2, decoding.decoder_angles(ood.weights), accuracy
 
     keys = jax.random.split(key, jax.tree_util.tree_leaves(params)[0].shape[0])
     run = jax.jit(lambda p, i, k, s: jax.lax.map(per_network, (p, i, k, s)))
     ood, idr, angles, acc = jax.device_get(run(params, insts, keys, steps))
     return {"ood_r2": np.asarray(ood), "id_r2": np.asarray(idr), "angles": np.asarray(angles),
             "accuracy": np.asarray(acc), "folds": folds}
-
-
-# ---------------------------------------------------------------------------
-# Attractor analysis (Fig. 4) for one RNN.
-# ---------------------------------------------------------------------------
-def pca(states: np.ndarray, components: int):
-    """``(explained_variance_ratio [k], components [k, H], mean [H])`` by SVD."""
-    x = np.asarray(states, np.float64)
-    mean = x.mean(0)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-    var = s ** 2
-    return var[:components] / var.sum(), vt[:components], mean
-
-
-def find_fixed_points(step_fn: Callable, inits: jax.Array, *, iterations: int, lr: float):
-    """Minimise ``q(h) = mean((F(h) - h)^2)`` from each initial state with Adam.
-
-    Returns ``(h [K, H], q [K])``.
-    """
-    import optax
-
-    tx = optax.adam(lr)
-    q = lambda h: jnp.mean(jnp.square(step_fn(h) - h))
-
-    def solve(h0):
-        def body(_, carry):
-            h, o = carry
-            g = jax.grad(q)(h)
-            u, o = tx.update(g, o, h)
-            return h + u, o
-
-        h, _ = jax.lax.fori_loop(0, iterations, body, (h0, tx.init(h0)))
-        return h, q(h)
-
-    return jax.jit(jax.vmap(solve))(inits)
-
-
-def dedup(points: np.ndarray, eps: float) -> np.ndarray:
-    """Greedy single-linkage clustering at distance ``eps``; returns one point per cluster
-    (DBSCAN with ``min_samples=1`` gives the same clusters)."""
-    pts = np.asarray(points)
-    labels = -np.ones(len(pts), int)
-    c = 0
-    for i in range(len(pts)):
-        if labels[i] >= 0:
-            continue
-        frontier = [i]
-        labels[i] = c
-        while frontier:
-            j = frontier.pop()
-            near = np.flatnonzero((labels < 0) & (np.linalg.norm(pts - pts[j], axis=1) < eps))
-            labels[near] = c
-            frontier.extend(near.tolist())
-        c += 1
-    return np.stack([pts[labels == k].mean(0) for k in range(c)]) if c else pts[:0]
-
-
-def jacobian_eigenvalues(step_fn: Callable, points: np.ndarray) -> np.ndarray:
-    """Eigenvalues of the Jacobian of ``F(h) - h`` at each point, sorted by real part
-    (descending): ``[K, H]`` complex."""
-    jac = jax.jit(jax.vmap(jax.jacfwd(lambda h: step_fn(h) - h)))(jnp.asarray(points))
-    ev = np.linalg.eigvals(np.asarray(jac, np.float64))
-    order = np.argsort(-ev.real, axis=1)
-    return np.take_along_axis(ev, order, axis=1)

@@ -37,6 +37,7 @@ from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
 from experiments.disentangle.networks import CORES, Network
 from gbi_jax import training
+from gbi_jax.analysis import dynamics
 from gbi_jax.tasks import EvidenceTask, stack_instances
 from gbi_jax.tasks.evidence import BOUNDARIES, ENCODERS
 from gbi_jax.workdir import Workdir
@@ -371,6 +372,7 @@ def attractor_analysis(config, task, net, insts, params, group) -> dict:
     prm = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], params)
     inst = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], insts)
     key = jax.random.PRNGKey(config.eval.seed)
+
     @jax.jit
     def noise_free(prm, inst, key):
         b = task.sample(inst, key, ac.trials, sigma=0.0)
@@ -382,24 +384,42 @@ def attractor_analysis(config, task, net, insts, params, group) -> dict:
     b, hidden, u0 = noise_free(prm, inst, key)
     hidden = np.asarray(hidden)  # [trials, S, H]
     flat = hidden.reshape(-1, hidden.shape[-1])
-    ratio, comps, mean = evaluation.pca(flat, min(ac.components, flat.shape[-1]))
+    comps, ratio = dynamics.pca(flat, min(ac.components, flat.shape[-1]))
+    comps, ratio = np.asarray(comps), np.asarray(ratio)
+    mean = flat.mean(0)
     proj = (hidden - mean) @ comps[:3].T  # [trials, S, 3]
-    # Fixed points of the map at the stimulus-free input [fix = 1, f(0)].
-    step_fn = lambda h: net.rnn_step(prm, h, u0)
+    # Fixed points of the map at the stimulus-free input u0 (spec 4.3).
+    step_fn = _StepFn(net, prm)
     rng = np.random.default_rng(config.eval.seed)
     starts = flat[rng.integers(0, len(flat), ac.inits)] + rng.uniform(0, ac.init_noise,
                                                                        (ac.inits, flat.shape[-1]))
-    pts, q = evaluation.find_fixed_points(step_fn, jnp.asarray(starts, jnp.float32),
-                                          iterations=ac.iterations, lr=ac.lr)
-    pts, q = np.asarray(pts), np.asarray(q)
-    good = pts[q < ac.speed_tol]
-    unique = evaluation.dedup(good, ac.dedup_eps) if len(good) else good
-    eig = evaluation.jacobian_eigenvalues(step_fn, unique) if len(unique) else np.zeros((0, 0))
+    fp = dynamics.find_fixed_points(step_fn, jnp.asarray(starts, jnp.float32), input=u0,
+                                    lr=ac.lr, steps=ac.iterations, tol=ac.speed_tol)
+    pts, q, ok = np.asarray(fp.points), np.asarray(fp.q), np.asarray(fp.converged)
+    unique, _ = dynamics.unique_points(pts[ok], ac.dedup_eps, q=q[ok])
+    unique = np.asarray(unique)
+    eig = (dynamics.jacobian_eigenvalues(step_fn, unique, u0) if len(unique)
+           else np.zeros((0, flat.shape[-1]), complex))
+    sig = dynamics.continuous_attractor_signature(eig, k=task.dim) if len(unique) else None
     fp_proj = (unique - mean) @ comps[:3].T if len(unique) else np.zeros((0, 3))
+    good = pts[ok]
     return {"n_tasks": group[i].n_tasks, "seed": group[i].seed,
             "explained_variance": ratio.tolist(), "trajectories": proj.tolist(),
             "quadrant": np.asarray(b.orthant).tolist(), "latent": np.asarray(b.latent).tolist(),
             "fixed_points_pc": fp_proj.tolist(), "num_candidates": int(len(pts)),
             "num_slow": int(len(good)), "num_fixed_points": int(len(unique)),
             "speed": q.tolist(),
-            "eigenvalues_real": eig.real.tolist(), "eigenvalues_imag": eig.imag.tolist()}
+            "eigenvalues_real": eig.real.tolist(), "eigenvalues_imag": eig.imag.tolist(),
+            "attractor_fraction": float(np.mean(sig.is_attractor)) if sig is not None else 0.0,
+            "amplification": (np.asarray(dynamics.timescale_amplification(eig[:, :task.dim]))
+                              .tolist() if len(unique) else [])}
+
+
+class _StepFn:
+    """Hashable one-step map ``F(h, u)`` of one RNN (jit caches it by identity)."""
+
+    def __init__(self, net, params):
+        self.net, self.params = net, params
+
+    def __call__(self, h, u):
+        return self.net.rnn_step(self.params, h, u)

@@ -20,7 +20,7 @@ drive ``W_i u_t + b`` and the readout are single large matmuls over all time ste
 only ``h @ W_r`` is sequential, in the forward *and* the backward scan, and the
 weight gradient ``dW_r = sum_t h_{t-1}^T dpre_t`` is one matmul after the backward
 scan instead of 22 small accumulating ones. ``jax.grad`` of the plain scan gives the
-same numbers (tested) about 1.4x slower.
+same numbers (tested) about 1.2x slower (measured on the 25-network Fig. 1 program).
 """
 
 from __future__ import annotations
