@@ -209,7 +209,9 @@ def _cli(workdir, overrides, *extra, check=True):
                           check=check)
 
 
+@pytest.mark.slow
 def test_cli_resumes_and_reproduces(smoke_run):
+    """Rerun the smoke workdir through the CLI: resumes and reproduces (re-evaluates all)."""
     cfg, wd, over, res = smoke_run
     out = _cli(wd, over, "--config.figures=False")  # figures may differ between runs
     assert "resumed from checkpoint" in out.stderr
@@ -230,3 +232,15 @@ def test_cli_missing_dataset_is_a_helpful_error(tmp_path):
     assert out.returncode == 2
     assert "apt-get install dataset-fashion-mnist" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_cli_run_writes_results_and_reports_skipped_dataset(tmp_path):
+    """Cheap CLI success path: CIFAR-100 absent and optional -> skipped with instructions."""
+    wd = tmp_path / "wd"
+    out = _cli(str(wd), {"data.data_dir": str(tmp_path / "empty_tfds")},
+               "--config.datasets=('cifar100',)", "--config.skip_missing=('cifar100',)",
+               "--config.ood.pairs=()", "--config.recomposition.enabled=False")
+    with open(wd / "results.json") as f:
+        res = json.load(f)
+    assert "tfds build cifar100" in res["skipped"]["cifar100"]
+    assert os.path.exists(wd / "config.json") and "CIFAR-100 skipped" in out.stdout
