@@ -36,15 +36,18 @@ def _series(table, x, by, y):
             ((k, sorted(v)) for k, v in out.items())}
 
 
-def _panel(ax, table, x, by, y, *, logx=False, label_prefix=""):
+def _panel(ax, table, x, by, y, *, logx=False, label_prefix="", ls="-"):
     for label, (xs, med, lo, hi) in _series(table, x, by, y).items():
-        ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", capsize=3,
+        ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", capsize=3, ls=ls,
                     label=f"{label_prefix}{label}")
     if logx:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
         ticks = sorted({r[x] for r in table})
         ax.set_xticks(ticks)
         ax.set_xticklabels([str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(x)
 
 
@@ -62,7 +65,7 @@ def _ceiling_line(ax, table):
 
 
 def _ood_vs(ax, table, x, by, logx=False):
-    _panel(ax, table, x, by, "ood_r2", logx=logx)
+    _panel(ax, table, x, by, "ood_r2", logx=logx, label_prefix="OOD " if not by else "")
     ax.set_ylabel("OOD r$^2$")
 
 
@@ -115,8 +118,7 @@ def make_figure(results: dict, out_dir: str) -> str:
             by = _varying(table, [k for k in statics if k != "n_tasks"])
             _ood_vs(ax, table, "n_tasks", by, logx=True)
             if fig_name == "fig1":
-                _panel(ax, table, "n_tasks", [], "id_r2", logx=True, label_prefix="ID ")
-                ax.lines[-1].set_linestyle(":")
+                _panel(ax, table, "n_tasks", [], "id_r2", logx=True, label_prefix="ID ", ls=":")
             _ceiling_line(ax, table)
             ax.axhline(0.9, color="0.6", ls=":", lw=0.8)
         ax.legend(fontsize=7)
