@@ -24,7 +24,7 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
 (a') optional diagnostic (``--diag``): gbi_jax ``optimize`` on the whole ``[N, K]``
      latent with the loss summed over examples (mathematically the same updates).
 (a*) the same work as (a) scheduled by the benchmark as ``lax.map`` over chunks of
-     ``--chunk`` latents, each chunk running all S steps of ``jit(vmap(optimize))``
+     ``--chunk`` (250) latents, each chunk running all S steps of ``jit(vmap(optimize))``
      (cache blocking; a JAX-side optimisation, reported separately from (a)).
 (b)  PyTorch, per example in the style of the authors' code: one latent at a time,
      a ``[K]`` tensor with ``requires_grad``, ``torch.optim.SGD(momentum=0.5)``,
@@ -95,6 +95,7 @@ FWD_FLOPS = 2 * sum(fi * fo for fi, fo in LAYER_DIMS)       # 537,600
 BWD_FLOPS = 2 * sum(fi * fo for fi, fo in LAYER_DIMS)       # input grads only
 FLOPS_PER_LATENT_STEP = FWD_FLOPS + BWD_FLOPS               # 1,075,200
 
+NOTES_MARKER = "<!-- hand-written notes below are kept when the benchmark rewrites this file -->"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -116,12 +117,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no_torch_func", action="store_true", help="skip variant (c')")
     p.add_argument("--diag", action="store_true",
                    help="also time diagnostic variant (a'): optimize on [N,K] with a summed loss")
-    p.add_argument("--chunk", type=int, default=1000,
+    p.add_argument("--chunk", type=int, default=250,
                    help="latents per chunk of variant (a*) (lax.map over chunks of "
                         "jit(vmap(optimize))), timed when N is a larger multiple; 0 = off")
     p.add_argument("--torch_fixed_threads", action="store_true",
                    help="time PyTorch only with --torch_threads threads (default: also with 1 "
                         "thread, reporting the faster)")
+    p.add_argument("--no_gemm_table", action="store_true",
+                   help="skip the per-GEMM JAX vs PyTorch table at the largest N")
     p.add_argument("--show_dots", action="store_true",
                    help="print the dot ops of the compiled (a) program at the largest N")
     p.add_argument("--seed", type=int, default=0)
@@ -318,6 +321,49 @@ def dot_shapes(compiled_text: str) -> list[str]:
     return lines
 
 
+def GEMM_HEADER(thread_opts):  # noqa: N802
+    return (["GEMM [M,k]x[k,n]", "jitted jnp.dot"] +
+            [f"torch.mm ({thr}t)" for thr in thread_opts] + ["jax / best torch"])
+
+
+def gemm_table(params, n: int, thread_opts, threads: int, repeats: int) -> list[list[str]]:
+    """GFLOP/s of each matmul of one inference step at ``n`` latents, JAX vs PyTorch.
+
+    Forward ``h @ W`` and backward ``g @ W^T`` with the decoder's own weights, in the
+    layouts each library uses in (a) and (c) (JAX: kernel ``[in, out]``, the backward
+    contracts its ``out`` axis; PyTorch: weight ``[out, in]``).
+    """
+    import torch
+
+    p = params["params"]
+    kernels = [np.asarray(p[name]["kernel"], np.float32)
+               for name in [f"dense_{i}" for i in range(len(HIDDEN))] + ["out"]]
+    rng = np.random.default_rng(0)
+    rows = []
+    fwd = jax.jit(lambda h, w: h @ w)
+    bwd = jax.jit(lambda g, w: g @ w.T)
+    for direction in ("forward", "backward"):
+        for w in (kernels if direction == "forward" else kernels[::-1]):
+            k_in, k_out = w.shape if direction == "forward" else w.shape[::-1]
+            a = rng.standard_normal((n, k_in), np.float32)
+            ja, jw = jnp.asarray(a), jnp.asarray(w)
+            ta = torch.from_numpy(a)
+            tw = torch.from_numpy(np.ascontiguousarray(w.T))     # torch weight [out, in]
+            jf = fwd if direction == "forward" else bwd
+            fns = {"jax": lambda jf=jf, ja=ja, jw=jw: jf(ja, jw).block_until_ready()}
+            for thr in thread_opts:
+                tf = ((lambda ta=ta, tw=tw: ta @ tw.T) if direction == "forward"
+                      else (lambda ta=ta, tw=tw: ta @ tw))
+                fns[f"t{thr}"] = with_threads(tf, thr, threads)
+            t = common.interleaved_medians(fns, repeats=repeats, warmup=2)
+            fl = 2.0 * n * k_in * k_out
+            best_t = min(t[f"t{thr}"] for thr in thread_opts)
+            rows.append([f"{direction} [{n},{k_in}]x[{k_in},{k_out}]", f"{fl / t['jax'] / 1e9:.0f}"]
+                        + [f"{fl / t[f't{thr}'] / 1e9:.0f}" for thr in thread_opts]
+                        + [f"{best_t / t['jax']:.2f}x"])
+    return rows
+
+
 def with_threads(fn, threads: int, default: int):
     """Run ``fn`` with ``torch.set_num_threads(threads)``, then restore ``default``."""
     import torch
@@ -481,6 +527,13 @@ def main(argv=None) -> int:
               f" (predictions agree {r['os_agree']:.1%}, accuracy {r['os_acc']:.1%})",
               flush=True)
 
+    # ---- the six GEMMs of one step, each library alone, at the largest N -------
+    gemm_rows: list[list[str]] = []
+    if not args.no_gemm_table:
+        gemm_rows = gemm_table(params, nmax, thread_opts, threads, max(args.repeats, 5))
+        print(f"\n== the six GEMMs of one step at N = {nmax:,}, GFLOP/s (median) ==")
+        print(common.plain_table(GEMM_HEADER(thread_opts), gemm_rows))
+
     if args.show_dots:
         n = nmax
         batch = {"inputs": inputs_all[:n], "x": x_all[:n]}
@@ -609,6 +662,11 @@ def main(argv=None) -> int:
             *(["(a') is a diagnostic: `gbi.optimize` on the whole `[N, K]` latent with the "
                "loss summed over examples (same updates, no vmap).", ""] if args.diag else []),
             "",
+            *([f"## The six GEMMs of one step at N = {nmax:,}, GFLOP/s", "",
+               "Each matmul of (a)/(c) timed alone (round-robin), in each library's own "
+               "weight layout:", "",
+               common.markdown_table(GEMM_HEADER(thread_opts), gemm_rows), ""]
+              if gemm_rows else []),
             "## One-step inference, latents/s",
             "",
             common.markdown_table(os_header, os_rows),
@@ -619,8 +677,15 @@ def main(argv=None) -> int:
             *[f"- for reference, {e}" for e in extra],
             "",
         ]
+        notes_md = ""
+        if os.path.exists(args.out):                 # keep hand-written notes
+            with open(args.out) as f:
+                old_md = f.read()
+            if NOTES_MARKER in old_md:
+                notes_md = old_md[old_md.index(NOTES_MARKER):]
         with open(args.out, "w") as f:
             f.write("\n".join(md))
+            f.write("\n" + (notes_md or NOTES_MARKER + "\n"))
         print(f"wrote {args.out}")
     return 0
 
