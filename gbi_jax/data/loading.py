@@ -188,7 +188,8 @@ def prepare(name: str, *, data_dir: Optional[str] = None, idx_dir: Optional[str]
                     f"from {directory!r}. Delete {builder.data_dir} to re-prepare it from the "
                     "new files, or use another data_dir.")
         return builder
-    was_active = tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
+    # Keep TFDS's progress bars out of experiment logs; restore the user's setting.
+    was_active = getattr(tfds.core.utils.tqdm_utils, "_active", True)
     tfds.display_progress_bar(False)
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
