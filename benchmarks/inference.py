@@ -188,14 +188,11 @@ def build_jax_fns(model: MLP, steps: int, lr: float):
 
     @functools.partial(jax.jit, static_argnames="chunk")
     def optimize_chunked(params, z0, batch, chunk: int):     # (a*) cache-blocked
-        # Same work as (a), scheduled as lax.map over chunks of `chunk` latents, each chunk
-        # running all S steps of jit(vmap(optimize)) while its activations stay in cache.
-        n = z0.shape[0]
-        split = lambda a: a.reshape((n // chunk, chunk) + a.shape[1:])  # noqa: E731
-        run = lambda zb: gbi.optimize_batch(functools.partial(example_loss, params),  # noqa
-                                            zb[0], zb[1], opt, steps)[0]
-        out = jax.lax.map(run, (split(z0), jax.tree_util.tree_map(split, batch)))
-        return out.reshape(z0.shape)
+        # Same work as (a) through the library's chunk_size option: lax.map over chunks of
+        # `chunk` latents, each running all S steps while its activations stay in cache.
+        z, _ = gbi.optimize_batch(functools.partial(example_loss, params), z0, batch, opt,
+                                  steps, chunk_size=chunk)
+        return z
 
     @jax.jit
     def one_step(params, batch):

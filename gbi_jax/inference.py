@@ -218,14 +218,23 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0) -> OneStep
     return OneStepResult(loss, grad, scores, posterior, prediction)
 
 
-def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int = 0):
+def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int = 0,
+                chunk_size: Optional[int] = None):
     """Vectorise ``fn(z, example)`` over a batch of latents and examples.
 
     ``per_example(fn)(z_batch, batch)`` == ``vmap(fn)(z_batch, batch)``; ``batch``
     may be any pytree whose leaves share the leading batch axis. ``z_batch`` may be
     a single unbatched latent (``ndim == 1``) which is then broadcast, giving every
     example its own copy (so gradients are per example).
+
+    ``chunk_size``: if set and smaller than the batch, the batch is padded to a
+    multiple of it and processed as ``lax.map`` over chunks of ``vmap`` — the same
+    results, but each chunk's activations stay in cache while an iterative
+    optimisation runs all its steps (measured 1.2-1.5x faster for 10,000 latents
+    through an MLP decoder on CPU; ``benchmarks/inference.py``).
     """
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}.")
 
     def wrapped(z, batch):
         leaves = jax.tree_util.tree_leaves(batch)
@@ -234,19 +243,33 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
         n = leaves[0].shape[data_axis]
         if z.ndim == 1:
             z = jnp.broadcast_to(z, (n,) + z.shape)
-        return jax.vmap(fn, in_axes=(latent_axis, data_axis))(z, batch)
+        vfn = jax.vmap(fn, in_axes=(latent_axis, data_axis))
+        if chunk_size is None or chunk_size >= n or latent_axis != 0 or data_axis != 0:
+            return vfn(z, batch)
+        c = int(chunk_size)
+        pad = (-n) % c
+
+        def split(a):
+            if pad:
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+            return a.reshape((-1, c) + a.shape[1:])
+
+        out = jax.lax.map(lambda zb: vfn(*zb), (split(z), jax.tree_util.tree_map(split, batch)))
+        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
     return wrapped
 
 
 def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
-                   batch: PyTree, *, temperature: float = 1.0) -> OneStepResult:
+                   batch: PyTree, *, temperature: float = 1.0,
+                   chunk_size: Optional[int] = None) -> OneStepResult:
     """:func:`one_step` for every example of ``batch`` with its own latent.
 
     Args:
       example_loss_fn: ``(z [K], example) -> scalar`` for ONE example.
       z0: ``[K]`` (shared starting point, broadcast) or ``[B, K]``.
       batch: pytree with leading batch axis B.
+      chunk_size: process the batch in chunks of this size (see :func:`per_example`).
     Returns:
       :class:`OneStepResult` whose fields have a leading axis B.
     """
@@ -255,7 +278,7 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
     def single(z, example):
         return one_step(lambda zz: example_loss_fn(zz, example), z, temperature=temperature)
 
-    return per_example(single)(z0, batch)
+    return per_example(single, chunk_size=chunk_size)(z0, batch)
 
 
 # --------------------------------------------------------------------------
@@ -304,11 +327,13 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
 
 def optimize_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
                    batch: PyTree, optimizer: optax.GradientTransformation, num_steps: int, *,
-                   anchor: Optional[Array] = None, **kwargs) -> tuple[Array, OptimizeTrace]:
+                   anchor: Optional[Array] = None, chunk_size: Optional[int] = None,
+                   **kwargs) -> tuple[Array, OptimizeTrace]:
     """:func:`optimize` run independently for every example (``vmap``).
 
     ``z0`` is ``[K]`` (broadcast) or ``[B, K]``; ``anchor`` likewise ``[K]`` (shared)
     or ``[B, K]`` (one per example); it defaults to each example's ``z0``.
+    ``chunk_size`` processes the batch in cache-sized chunks (see :func:`per_example`).
     """
     _check_latent(z0)
 
@@ -321,7 +346,7 @@ def optimize_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
     if z0.ndim == 1:
         z0 = jnp.broadcast_to(z0, (n,) + z0.shape)
     anchors = z0 if anchor is None else jnp.broadcast_to(anchor, z0.shape)
-    return per_example(single)(z0, (batch, anchors))
+    return per_example(single, chunk_size=chunk_size)(z0, (batch, anchors))
 
 
 # --------------------------------------------------------------------------

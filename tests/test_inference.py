@@ -649,3 +649,23 @@ def test_non_scalar_loss_is_rejected():
     with pytest.raises((TypeError, ValueError), match="scalar"):
         inference.online(lambda z, o, m: (z * o[0], None), z0, jnp.ones(4), optax.sgd(0.1),
                          window=2)
+
+
+@pytest.mark.parametrize("n, chunk", [(10, 4), (12, 4), (5, 8)])
+def test_chunked_batches_equal_unchunked(n, chunk):
+    """chunk_size only changes the schedule (lax.map over vmap chunks), not results."""
+    key = jax.random.PRNGKey(0)
+    w = jax.random.normal(key, (3, 5))
+    xs = jax.random.normal(jax.random.fold_in(key, 1), (n, 5))
+    loss = lambda z, x: jnp.sum((z @ w - x) ** 2)  # noqa: E731
+    z0 = inference.max_entropy_latent(3)
+    a = inference.optimize_batch(loss, z0, xs, optax.adam(0.1), 7)
+    b = inference.optimize_batch(loss, z0, xs, optax.adam(0.1), 7, chunk_size=chunk)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert u.shape == v.shape
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    c = inference.one_step_batch(loss, z0, xs)
+    d = inference.one_step_batch(loss, z0, xs, chunk_size=chunk)
+    np.testing.assert_allclose(c.grad, d.grad, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        inference.one_step_batch(loss, z0, xs, chunk_size=0)
