@@ -252,10 +252,11 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
         def split(a):
             if pad:
                 a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-            return a.reshape((-1, c) + a.shape[1:])
+            return a.reshape((a.shape[0] // c, c) + a.shape[1:])  # explicit: leaves may be empty
 
         out = jax.lax.map(lambda zb: vfn(*zb), (split(z), jax.tree_util.tree_map(split, batch)))
-        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+        return jax.tree_util.tree_map(
+            lambda a: a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:n], out)
 
     return wrapped
 

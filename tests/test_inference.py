@@ -656,8 +656,9 @@ def test_chunked_batches_equal_unchunked(n, chunk):
     """chunk_size only changes the schedule (lax.map over vmap chunks), not results."""
     key = jax.random.PRNGKey(0)
     w = jax.random.normal(key, (3, 5))
-    xs = jax.random.normal(jax.random.fold_in(key, 1), (n, 5))
-    loss = lambda z, x: jnp.sum((z @ w - x) ** 2)  # noqa: E731
+    # A zero-width leaf (a model input with no features) must survive the reshapes.
+    xs = {"x": jax.random.normal(jax.random.fold_in(key, 1), (n, 5)), "empty": jnp.zeros((n, 0))}
+    loss = lambda z, ex: jnp.sum((z @ w - ex["x"]) ** 2) + jnp.sum(ex["empty"])  # noqa: E731
     z0 = inference.max_entropy_latent(3)
     a = inference.optimize_batch(loss, z0, xs, optax.adam(0.1), 7)
     b = inference.optimize_batch(loss, z0, xs, optax.adam(0.1), 7, chunk_size=chunk)
