@@ -319,6 +319,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for name, group in groups.items():
         t0 = time.time()
         task, net, insts, fit = train_group(config, name, group, wd)
+        # Evaluate from host copies: the trained state is sharded over the host devices,
+        # and evaluating sharded (SPMD) programs was seen to hang in ridge decoders.
+        params = jax.device_get(fit.state.params)
         t_train = time.time() - t0
         cache = wd.file(f"eval_{name}.json")
         if os.path.exists(cache):
@@ -326,7 +329,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 ev = {k: np.asarray(v) for k, v in json.load(f).items()}
         else:
             apply_fn = lambda p, x: net.apply(p, x)
-            ev = evaluation.evaluate_group(task, apply_fn, fit.state.params, insts,
+            ev = evaluation.evaluate_group(task, apply_fn, params, insts,
                                            np.asarray([m.n_tasks for m in group]), config.eval,
                                            free_rt=group[0].free_rt)
             wd.write_results({k: np.asarray(v).tolist() for k, v in ev.items()},
@@ -344,7 +347,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                          "accuracy": float(ev["accuracy"][i]), "bayes_accuracy": bayes,
                          "r2_ceiling": ceiling(m), "final_loss": float(loss[-tail:, i].mean())})
         if config.figure == "fig4" and attractor is None and net.is_rnn:
-            attractor = attractor_analysis(config, task, net, insts, fit.state.params, group)
+            attractor = attractor_analysis(config, task, net, insts, params, group)
         logging.info("[%s] train %.0fs, eval %.0fs", name, t_train, t_eval)
 
     table = summarise(rows)

@@ -148,8 +148,11 @@ def _accuracy(plt, table, path):
     ax.set_xscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([str(x) for x in xs])
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("n_tasks")
-    ax.set_ylabel("decision accuracy")
+    ax.set_ylabel("decision accuracy (decision step, all outputs)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
