@@ -6,6 +6,8 @@
 finished workdir with::
 
     python -m experiments.disentangle.figures --workdir=workdirs/disentangle/fig1
+    python -m experiments.disentangle.figures --workdir=workdirs/disentangle/fig1 \
+        --also=workdirs/disentangle/fig3_transformer --figure=fig3 --out=/tmp/fig3
 """
 
 from __future__ import annotations
@@ -193,15 +195,31 @@ def _attractor(plt, a, path):
 
 
 def main(argv):
-    workdir = None
+    """``--workdir=DIR [--also=DIR2 ...] [--figure=NAME] [--out=DIR]``.
+
+    ``--also`` merges the table rows of other runs (e.g. the transformer runs of
+    ``fig3`` with the RNNs of ``fig1``); ``--figure`` redraws as another panel.
+    """
+    opts = {"also": []}
     for a in argv[1:]:
-        if a.startswith("--workdir="):
-            workdir = a.split("=", 1)[1]
-    if workdir is None:
-        raise SystemExit("usage: python -m experiments.disentangle.figures --workdir=DIR")
-    with open(os.path.join(workdir, "results.json")) as f:
+        key, _, value = a.lstrip("-").partition("=")
+        if key == "also":
+            opts["also"].append(value)
+        elif key in ("workdir", "figure", "out"):
+            opts[key] = value
+        else:
+            raise SystemExit(f"unknown argument {a!r}")
+    if "workdir" not in opts:
+        raise SystemExit("usage: python -m experiments.disentangle.figures --workdir=DIR "
+                         "[--also=DIR2] [--figure=NAME] [--out=DIR]")
+    with open(os.path.join(opts["workdir"], "results.json")) as f:
         results = json.load(f)
-    out = os.path.join(workdir, "figures")
+    for other in opts["also"]:
+        with open(os.path.join(other, "results.json")) as f:
+            results["table"] = results["table"] + json.load(f)["table"]
+    if "figure" in opts:
+        results["figure"] = opts["figure"]
+    out = opts.get("out", os.path.join(opts["workdir"], "figures"))
     os.makedirs(out, exist_ok=True)
     print(make_figure(results, out))
 
