@@ -307,7 +307,13 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
             if rows else []
         history = {k: np.asarray([r[k] for r in rows]) for k in keys_hist}
-    state = jax.tree_util.tree_map(lambda a: a[:m], state)
+    # Hand back ordinary single-device arrays without the padding members. Slicing a
+    # member-sharded array leaves an uneven sharding, and later jitted work on it then
+    # runs as an SPMD program over the host devices; a ridge solve (LAPACK custom
+    # calls) under that partitioning was seen to hang on a 2-core host. Training is
+    # the only place that needs the split, so the result is gathered here.
+    state = jax.tree_util.tree_map(
+        lambda a: jax.device_put(np.asarray(jax.device_get(a))[:m], jax.devices()[0]), state)
     return FitResult(state, np.asarray(steps_log), history, start)
 
 
