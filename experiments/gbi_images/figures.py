@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from experiments.plotting import save_panels  # noqa: E402
 
 TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "cifar100": "CIFAR-100"}
 OOD_LABELS = {"loss": "GBI loss", "max_score": "GBI max -dL/dz", "grad_norm": "GBI |dL/dz|",
@@ -135,16 +135,5 @@ def make_all(results, out_dir):
     }
     if not results["datasets"]:
         return
-    fig, axes = plt.subplots(2, 4, figsize=(22, 9.5))
-    for ax, draw in zip(axes.ravel(), panels.values()):
-        draw(ax)
-    axes.ravel()[-1].set_axis_off()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "summary.png"), dpi=100)
-    plt.close(fig)
-    for name, draw in panels.items():
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        draw(ax)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110)
-        plt.close(fig)
+    save_panels(panels, out_dir, grid=(2, 4), summary_size=(22, 9.5), panel_size=(6.4, 4.4),
+                summary_dpi=100)

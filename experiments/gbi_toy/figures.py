@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from experiments.plotting import save_panels  # noqa: E402
 
 COLORS = {"gbi": "tab:blue", "baseline": "tab:orange", "shuffled": "tab:gray"}
 
@@ -105,15 +105,4 @@ def make_all(results, fit, test, probs, hmm_post, scores, win_ll, members, windo
         "recomposition": lambda ax: _recomposition(ax, results),
         "modularity": lambda ax: _modularity(ax, results),
     }
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-    for ax, draw in zip(axes.ravel(), panels.values()):
-        draw(ax)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "summary.png"), dpi=110)
-    plt.close(fig)
-    for name, draw in panels.items():
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        draw(ax)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f"{name}.png"), dpi=110)
-        plt.close(fig)
+    save_panels(panels, out_dir, grid=(2, 3), summary_size=(16, 9), panel_size=(6, 4.2))
