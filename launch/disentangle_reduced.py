@@ -1,0 +1,185 @@
+r"""Figures 2, 3, 5-8 of the disentangling paper at reduced scale, plus their report.
+
+    python -m launch.disentangle_reduced --root=workdirs/disentangle --docs=docs/disentangle/reduced
+    python -m launch.disentangle_reduced --root=workdirs/disentangle --docs=... --report_only
+
+The paper-scale grids (5 seeds for every condition, ``experiments/disentangle/config.py``)
+need about 9 CPU-hours on a 2-core machine. This driver runs the same variants with the
+full per-network step budget (1e5 Adam steps, 2e4 for the transformer) and the full
+evaluation protocol, but **2 seeds** and, where a figure's N axis is long, a subset of N
+(listed in ``RUNS``) -- about 2 hours on 2 cores. Conditions that figure 1 already
+trained (the ReLU RNN at sigma 0.2, rho 0, fixed RT, ReLU encoder) are taken from the
+``fig1`` run (paper scale, 5 seeds) restricted to the same 2 seeds, so every condition
+in a panel has the same number of networks.
+
+Each run is ``python -m experiments.disentangle.main`` in ``<root>/<name>`` (log in
+``<root>/<name>.log``), skipped when its ``results.json`` exists and resumed from its
+checkpoints otherwise. The report merges the per-network rows of the runs a panel
+uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
+fits) and writes ``<docs>/<panel>/table.csv``, ``table.md`` and ``<panel>.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+from absl import app, flags
+
+_ROOT = flags.DEFINE_string("root", "workdirs/disentangle", "Directory holding the run workdirs.")
+_DOCS = flags.DEFINE_string("docs", "docs/disentangle/reduced", "Where the panel tables/figures go.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from finished runs.")
+_ONLY = flags.DEFINE_list("only", None, "Run only these run names (default: all).")
+
+CONFIG = "experiments/disentangle/config.py"
+SEEDS = (0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str
+    variant: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: Sequence[int] = SEEDS
+
+
+RUNS = (
+    # Figure 1 at paper scale (5 seeds): the shared reference networks.
+    Run("fig1", "fig1", seeds=(0, 1, 2, 3, 4)),
+    Run("fig2_noleak", "fig2", {"grid.cores": ("noleak",)}),
+    Run("fig2_lstm_gru", "fig2", {"grid.cores": ("lstm", "gru"), "grid.n_tasks": (2, 6, 24)}),
+    Run("fig2_transformer", "fig2", {"grid.cores": ("transformer",),
+                                     "grid.n_tasks": (2, 6, 24)}),
+    Run("fig5", "fig5"),
+    Run("fig6", "fig6", {"grid.n_tasks": (3, 12)}),
+    Run("fig8_corr", "fig8_corr", {"grid.rhos": (0.3, 0.6, 0.9)}),
+    Run("fig8_curved", "fig8_curved"),
+    Run("fig8_encoder", "fig8_encoder", {"grid.encoders": ("quadratic",),
+                                         "grid.n_tasks": (2, 6, 24)}),
+    Run("fig8_rt", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (2, 6, 24)}),
+    Run("fig7_reduced", "fig7", {"grid.n_tasks": (2, 24)}),
+    Run("fig7_n6", "fig7", {"grid.n_tasks": (6,)}),
+)
+
+_FIG1_2SEEDS = {"seed": SEEDS}
+# panel -> (figure kind for experiments.disentangle.figures, [(run, row filter), ...])
+PANELS = {
+    "fig2": ("fig2", [("fig1", _FIG1_2SEEDS), ("fig2_noleak", {}), ("fig2_lstm_gru", {}),
+                      ("fig2_transformer", {})]),
+    "fig3": ("fig3", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
+                      ("fig2_transformer", {})]),
+    "fig5": ("fig5", [("fig5", {})]),
+    "fig6": ("fig6", [("fig6", {})]),
+    "fig7": ("fig7", [("fig7_reduced", {}), ("fig7_n6", {})]),
+    "fig8_encoder": ("fig8_encoder", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
+                                      ("fig8_encoder", {})]),
+    "fig8_corr": ("fig8_corr", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (24,)}),
+                                ("fig8_corr", {})]),
+    "fig8_rt": ("fig8_rt", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
+                            ("fig8_rt", {})]),
+    "fig8_curved": ("fig8_curved", [("fig8_curved", {})]),
+}
+
+
+def command(run: Run, root: str) -> list[str]:
+    argv = [sys.executable, "-m", "experiments.disentangle.main",
+            f"--config={CONFIG}:{run.variant}", f"--workdir={os.path.join(root, run.name)}",
+            f"--config.seeds={tuple(run.seeds)!r}"]
+    argv += [f"--config.{k}={v!r}" for k, v in run.overrides.items()]
+    return argv
+
+
+def run_all(runs: Sequence[Run], root: str) -> list[str]:
+    """Run what is missing, one at a time (each run uses every core); return failures."""
+    failed = []
+    for r in runs:
+        if os.path.exists(os.path.join(root, r.name, "results.json")):
+            print(f"skip {r.name} (results.json exists)", flush=True)
+            continue
+        log = os.path.join(root, r.name + ".log")
+        os.makedirs(root, exist_ok=True)
+        t0 = time.time()
+        print(f"run  {r.name}: {' '.join(command(r, root)[1:])}", flush=True)
+        with open(log, "a") as f:
+            rc = subprocess.call(command(r, root), stdout=f, stderr=subprocess.STDOUT)
+        print(f"     {r.name}: exit {rc} after {time.time() - t0:.0f}s (log {log})", flush=True)
+        if rc:
+            failed.append(r.name)
+    return failed
+
+
+def _keep(row: Mapping[str, Any], where: Mapping[str, Sequence[Any]]) -> bool:
+    return all(row[k] in tuple(v) for k, v in where.items())
+
+
+def panel_rows(root: str, parts) -> tuple[list[dict], dict]:
+    """Per-network rows of a panel and the wall/train seconds of the runs it uses."""
+    rows, timing = [], {}
+    for name, where in parts:
+        path = os.path.join(root, name, "results.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} missing: run `python -m launch.disentangle_reduced "
+                                    f"--root={root} --only={name}` first.")
+        with open(path) as f:
+            res = json.load(f)
+        rows += [r for r in res["rows"] if _keep(r, where)]
+        timing[name] = {"wall_s": res.get("wall_time_s"),
+                        "train_s": sum(t["train_s"] for t in res.get("timing", {}).values())}
+    return rows, timing
+
+
+def report(root: str, docs: str) -> list[str]:
+    from experiments.disentangle import experiment, figures
+
+    written = []
+    for panel, (kind, parts) in PANELS.items():
+        try:
+            rows, timing = panel_rows(root, parts)
+        except FileNotFoundError as e:
+            print(f"panel {panel}: {e}", flush=True)
+            continue
+        table = experiment.summarise(rows)
+        out = os.path.join(docs, panel)
+        os.makedirs(out, exist_ok=True)
+
+        class _Wd:  # experiment.write_tables only needs .file()
+            file = staticmethod(lambda name, out=out: os.path.join(out, name))
+
+        experiment.write_tables(_Wd(), table)
+        with open(os.path.join(out, "sources.json"), "w") as f:
+            json.dump({"runs": [{"run": n, "filter": {k: list(v) for k, v in w.items()}}
+                                for n, w in parts], "timing": timing,
+                       "networks": len(rows)}, f, indent=1)
+        written.append(figures.make_figure({"figure": kind, "table": table}, out))
+        # make_figure names the file after the figure kind; keep the panel name.
+        if kind != panel:
+            os.replace(written[-1], os.path.join(out, f"{panel}.png"))
+            written[-1] = os.path.join(out, f"{panel}.png")
+        print(f"panel {panel}: {len(rows)} networks -> {out}", flush=True)
+    return written
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    names = {r.name for r in RUNS}
+    if _ONLY.value and not set(_ONLY.value) <= names:
+        raise app.UsageError(f"--only names unknown runs {sorted(set(_ONLY.value) - names)}; "
+                             f"choose from {sorted(names)}")
+    failed = []
+    if not _REPORT_ONLY.value:
+        runs = [r for r in RUNS if not _ONLY.value or r.name in _ONLY.value]
+        failed = run_all(runs, _ROOT.value)
+    report(_ROOT.value, _DOCS.value)
+    if failed:
+        print(f"FAILED runs: {failed}", flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,79 @@
+"""The reduced-scale disentangling driver: its runs are valid configs, its report merges."""
+
+import ast
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.disentangle import config as config_lib
+from experiments.disentangle import experiment
+from launch import disentangle_reduced as dr
+
+
+def _config_of(run):
+    c = config_lib.get_config(run.variant)
+    argv = dr.command(run, "root")
+    for a in argv[5:]:
+        key, _, value = a[len("--config."):].partition("=")
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = ast.literal_eval(value)
+    return c, argv
+
+
+@pytest.mark.parametrize("run", dr.RUNS, ids=lambda r: r.name)
+def test_every_run_is_a_valid_config(run):
+    c, argv = _config_of(run)
+    experiment.validate(c)
+    assert argv[5] == f"--config.seeds={tuple(run.seeds)!r}"
+    assert tuple(c.seeds) == tuple(run.seeds)
+    assert experiment.members_of(c)  # the grid is non-empty
+
+
+def test_panels_only_use_known_runs():
+    names = {r.name for r in dr.RUNS}
+    for panel, (kind, parts) in dr.PANELS.items():
+        assert kind in config_lib.FIGURES, panel
+        assert {n for n, _ in parts} <= names, panel
+
+
+def _row(seed, n, ood, **kw):
+    base = dict(core="rnn", dim=2, stim_steps=20, free_rt=False, boundary="linear",
+                n_tasks=n, sigma=0.2, rho=0.0, encoder="relu", seed=seed, group="g",
+                ood_r2=ood, id_r2=[0.9] * len(ood), angles=[90.0], accuracy=0.95,
+                bayes_accuracy=0.96, r2_ceiling=0.976, final_loss=0.67)
+    base.update(kw)
+    return base
+
+
+def test_report_filters_and_merges_runs(tmp_path):
+    root, docs = tmp_path / "runs", tmp_path / "docs"
+    fig1_rows = [_row(s, n, [0.1 * s + n / 100] * 4) for s in range(5) for n in (2, 6, 24)]
+    quad_rows = [_row(s, n, [0.5] * 4, encoder="quadratic") for s in (0, 1) for n in (2, 6, 24)]
+    for name, rows in (("fig1", fig1_rows), ("fig8_encoder", quad_rows)):
+        os.makedirs(root / name)
+        with open(root / name / "results.json", "w") as f:
+            json.dump({"rows": rows, "wall_time_s": 1.0, "timing": {"g": {"train_s": 1.0}}}, f)
+    written = dr.report(str(root), str(docs))
+    # only the panels whose runs exist are drawn
+    assert [os.path.basename(p) for p in written] == ["fig8_encoder.png"]
+    with open(docs / "fig8_encoder" / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6  # 3 N x 2 encoders
+    relu = {int(r["n_tasks"]): r for r in table if r["encoder"] == "relu"}
+    for n, r in relu.items():  # fig1 rows restricted to seeds 0 and 1
+        assert int(r["networks"]) == 2
+        np.testing.assert_allclose(float(r["ood_r2_median"]), 0.05 + n / 100)
+    src = json.load(open(docs / "fig8_encoder" / "sources.json"))
+    assert src["networks"] == 12 and src["runs"][0]["filter"]["seed"] == [0, 1]
+    assert os.path.getsize(docs / "fig8_encoder" / "fig8_encoder.png") > 1000
+
+
+def test_missing_run_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--only=fig5"):
+        dr.panel_rows(str(tmp_path), [("fig5", {})])
