@@ -16,7 +16,9 @@ Each run is ``python -m experiments.disentangle.main`` in ``<root>/<name>`` (log
 ``<root>/<name>.log``), skipped when its ``results.json`` exists and resumed from its
 checkpoints otherwise. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
-fits) and writes ``<docs>/<panel>/table.csv``, ``table.md`` and ``<panel>.png``.
+fits), adds the exact Bayes posterior-mean r^2 (``theory.posterior_mean_r2``; the
+Eq. 7 ceiling is its Gaussian approximation) and writes ``<docs>/<panel>/table.csv``,
+``table.md``, ``sources.json`` (which runs and rows) and ``<panel>.png``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def panel_rows(root: str, parts) -> tuple[list[dict], dict]:
 
 def report(root: str, docs: str) -> list[str]:
     from experiments.disentangle import experiment, figures
+    from gbi_jax.analysis import theory
 
     written = []
     for panel, (kind, parts) in PANELS.items():
@@ -144,6 +147,10 @@ def report(root: str, docs: str) -> list[str]:
             print(f"panel {panel}: {e}", flush=True)
             continue
         table = experiment.summarise(rows)
+        for row in table:  # the Bayes posterior mean's r^2: exact for independent factors
+            t = row["stim_steps"] + (1 if row["free_rt"] else 0)
+            row["posterior_mean_r2"] = (float(theory.posterior_mean_r2(row["sigma"], t))
+                                        if row["rho"] == 0 else float("nan"))
         out = os.path.join(docs, panel)
         os.makedirs(out, exist_ok=True)
 

@@ -69,6 +69,8 @@ def test_report_filters_and_merges_runs(tmp_path):
     for n, r in relu.items():  # fig1 rows restricted to seeds 0 and 1
         assert int(r["networks"]) == 2
         np.testing.assert_allclose(float(r["ood_r2_median"]), 0.05 + n / 100)
+        # the exact posterior-mean r^2 at sigma 0.2, t = 20 (spec: 0.978)
+        np.testing.assert_allclose(float(r["posterior_mean_r2"]), 0.978, atol=1e-3)
     src = json.load(open(docs / "fig8_encoder" / "sources.json"))
     assert src["networks"] == 12 and src["runs"][0]["filter"]["seed"] == [0, 1]
     assert os.path.getsize(docs / "fig8_encoder" / "fig8_encoder.png") > 1000
