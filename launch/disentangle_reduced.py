@@ -4,17 +4,19 @@ r"""Figures 2, 3, 5-8 of the disentangling paper at reduced scale, plus their re
     python -m launch.disentangle_reduced --root=workdirs/disentangle --docs=... --report_only
 
 The paper-scale grids (5 seeds for every condition, ``experiments/disentangle/config.py``)
-need about 9 CPU-hours on a 2-core machine. This driver runs the same variants with the
+need about 8 hours of a 2-core machine. This driver runs the same variants with the
 full per-network step budget (1e5 Adam steps, 2e4 for the transformer) and the full
 evaluation protocol, but **2 seeds** and, where a figure's N axis is long, a subset of N
-(listed in ``RUNS``) -- about 2 hours on 2 cores. Conditions that figure 1 already
+(listed in ``RUNS``) -- about 2.3 hours on 2 cores. Conditions that figure 1 already
 trained (the ReLU RNN at sigma 0.2, rho 0, fixed RT, ReLU encoder) are taken from the
 ``fig1`` run (paper scale, 5 seeds) restricted to the same 2 seeds, so every condition
 in a panel has the same number of networks.
 
 Each run is ``python -m experiments.disentangle.main`` in ``<root>/<name>`` (log in
 ``<root>/<name>.log``), skipped when its ``results.json`` exists and resumed from its
-checkpoints otherwise. The report merges the per-network rows of the runs a panel
+checkpoints otherwise. ``--extra_seeds=2,3,4`` adds a twin of every 2-seed run on those
+seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 seeds
+in resumable pieces. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
 fits), adds the exact Bayes posterior-mean r^2 (``theory.posterior_mean_r2``; the
 Eq. 7 ceiling is its Gaussian approximation) and writes ``<docs>/<panel>/table.csv``,
@@ -37,6 +39,9 @@ _ROOT = flags.DEFINE_string("root", "workdirs/disentangle", "Directory holding t
 _DOCS = flags.DEFINE_string("docs", "docs/disentangle/reduced", "Where the panel tables/figures go.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from finished runs.")
 _ONLY = flags.DEFINE_list("only", None, "Run only these run names (default: all).")
+_EXTRA = flags.DEFINE_list(
+    "extra_seeds", None, "More seeds for every reduced run, e.g. 2,3,4 (toward the paper's 5): "
+    "each run gets a twin '<name>_s<seeds>' with these seeds, and the report merges them.")
 
 CONFIG = "experiments/disentangle/config.py"
 SEEDS = (0, 1)
@@ -88,6 +93,37 @@ PANELS = {
 }
 
 
+def _suffix(extra: Sequence[int]) -> str:
+    return "_s" + "".join(str(int(e)) for e in extra)
+
+
+def runs_for(extra: Sequence[int] = ()) -> list[Run]:
+    """``RUNS`` plus, with ``extra`` seeds, a twin of every 2-seed run on those seeds."""
+    extra = tuple(int(e) for e in extra)
+    if set(extra) & set(SEEDS):
+        raise ValueError(f"extra seeds {extra} repeat the reduced seeds {SEEDS}.")
+    twins = [dataclasses.replace(r, name=r.name + _suffix(extra), seeds=extra)
+             for r in RUNS if extra and tuple(r.seeds) == SEEDS]
+    return list(RUNS) + twins
+
+
+def panels_for(extra: Sequence[int] = ()) -> dict:
+    """``PANELS`` with the extra-seed twins merged in (and fig1 rows of those seeds)."""
+    extra = tuple(int(e) for e in extra)
+    if not extra:
+        return dict(PANELS)
+    out = {}
+    for panel, (kind, parts) in PANELS.items():
+        new = []
+        for name, where in parts:
+            if name == "fig1":  # the paper-scale run already has seeds 0-4
+                new.append((name, {**where, "seed": tuple(SEEDS) + extra}))
+            else:
+                new += [(name, where), (name + _suffix(extra), where)]
+        out[panel] = (kind, new)
+    return out
+
+
 def command(run: Run, root: str) -> list[str]:
     argv = [sys.executable, "-m", "experiments.disentangle.main",
             f"--config={CONFIG}:{run.variant}", f"--workdir={os.path.join(root, run.name)}",
@@ -135,12 +171,12 @@ def panel_rows(root: str, parts) -> tuple[list[dict], dict]:
     return rows, timing
 
 
-def report(root: str, docs: str) -> list[str]:
+def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     from experiments.disentangle import experiment, figures
     from gbi_jax.analysis import theory
 
     written = []
-    for panel, (kind, parts) in PANELS.items():
+    for panel, (kind, parts) in panels_for(extra).items():
         try:
             rows, timing = panel_rows(root, parts)
         except FileNotFoundError as e:
@@ -174,15 +210,20 @@ def report(root: str, docs: str) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    names = {r.name for r in RUNS}
+    try:
+        extra = tuple(int(e) for e in (_EXTRA.value or ()))
+        all_runs = runs_for(extra)
+    except ValueError as e:
+        raise app.UsageError(f"--extra_seeds: {e}") from None
+    names = {r.name for r in all_runs}
     if _ONLY.value and not set(_ONLY.value) <= names:
         raise app.UsageError(f"--only names unknown runs {sorted(set(_ONLY.value) - names)}; "
                              f"choose from {sorted(names)}")
     failed = []
     if not _REPORT_ONLY.value:
-        runs = [r for r in RUNS if not _ONLY.value or r.name in _ONLY.value]
+        runs = [r for r in all_runs if not _ONLY.value or r.name in _ONLY.value]
         failed = run_all(runs, _ROOT.value)
-    report(_ROOT.value, _DOCS.value)
+    report(_ROOT.value, _DOCS.value, extra)
     if failed:
         print(f"FAILED runs: {failed}", flush=True)
         sys.exit(1)

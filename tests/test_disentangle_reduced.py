@@ -79,3 +79,18 @@ def test_report_filters_and_merges_runs(tmp_path):
 def test_missing_run_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="--only=fig5"):
         dr.panel_rows(str(tmp_path), [("fig5", {})])
+
+
+def test_extra_seeds_twin_every_reduced_run_and_merge_into_panels():
+    runs = {r.name: r for r in dr.runs_for((2, 3, 4))}
+    assert "fig1_s234" not in runs  # fig1 already has five seeds
+    twin = runs["fig2_lstm_gru_s234"]
+    assert tuple(twin.seeds) == (2, 3, 4)
+    assert twin.overrides == runs["fig2_lstm_gru"].overrides
+    assert len(runs) == 2 * len(dr.RUNS) - 1
+    kind, parts = dr.panels_for((2, 3, 4))["fig8_corr"]
+    assert parts == [("fig1", {"seed": (0, 1, 2, 3, 4), "n_tasks": (24,)}),
+                     ("fig8_corr", {}), ("fig8_corr_s234", {})]
+    assert dr.panels_for(()) == dr.PANELS
+    with pytest.raises(ValueError, match="repeat"):
+        dr.runs_for((1, 2))
