@@ -246,7 +246,8 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
 
     n_dev = jax.device_count()
-    if shard and n_dev > 1:
+    sharded = shard and n_dev > 1
+    if sharded:
         # Pad with copies of the last member (their results are dropped) and split
         # the member axis over devices: one core per device on a CPU host.
         state, keys, member_data = _shard_members(
@@ -307,13 +308,14 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
             if rows else []
         history = {k: np.asarray([r[k] for r in rows]) for k in keys_hist}
-    # Hand back ordinary single-device arrays without the padding members. Slicing a
-    # member-sharded array leaves an uneven sharding, and later jitted work on it then
-    # runs as an SPMD program over the host devices; a ridge solve (LAPACK custom
-    # calls) under that partitioning was seen to hang on a 2-core host. Training is
-    # the only place that needs the split, so the result is gathered here.
-    state = jax.tree_util.tree_map(
-        lambda a: jax.device_put(np.asarray(jax.device_get(a))[:m], jax.devices()[0]), state)
+    if sharded:
+        # Hand back single-device arrays without the padding members. Slicing a
+        # member-sharded array leaves it replicated over the host devices, and later
+        # jitted work on it then runs as an SPMD program; a ridge solve (LAPACK custom
+        # calls) under that partitioning was seen to hang on a 2-core host. Only
+        # training needs the split, so the result is gathered here.
+        state = jax.device_put(jax.tree_util.tree_map(lambda a: a[:m], state),
+                               jax.devices()[0])
     return FitResult(state, np.asarray(steps_log), history, start)
 
 

@@ -74,22 +74,18 @@ RUNS = (
 )
 
 _FIG1_2SEEDS = {"seed": SEEDS}
-# panel -> (figure kind for experiments.disentangle.figures, [(run, row filter), ...])
+# panel (= figure kind of experiments.disentangle.figures) -> [(run, row filter), ...]
 PANELS = {
-    "fig2": ("fig2", [("fig1", _FIG1_2SEEDS), ("fig2_noleak", {}), ("fig2_lstm_gru", {}),
-                      ("fig2_transformer", {})]),
-    "fig3": ("fig3", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
-                      ("fig2_transformer", {})]),
-    "fig5": ("fig5", [("fig5", {})]),
-    "fig6": ("fig6", [("fig6", {})]),
-    "fig7": ("fig7", [("fig7_reduced", {}), ("fig7_n6", {})]),
-    "fig8_encoder": ("fig8_encoder", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
-                                      ("fig8_encoder", {})]),
-    "fig8_corr": ("fig8_corr", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (24,)}),
-                                ("fig8_corr", {})]),
-    "fig8_rt": ("fig8_rt", [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}),
-                            ("fig8_rt", {})]),
-    "fig8_curved": ("fig8_curved", [("fig8_curved", {})]),
+    "fig2": [("fig1", _FIG1_2SEEDS), ("fig2_noleak", {}), ("fig2_lstm_gru", {}),
+             ("fig2_transformer", {})],
+    "fig3": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig2_transformer", {})],
+    "fig5": [("fig5", {})],
+    "fig6": [("fig6", {})],
+    "fig7": [("fig7_reduced", {}), ("fig7_n6", {})],
+    "fig8_encoder": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig8_encoder", {})],
+    "fig8_corr": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (24,)}), ("fig8_corr", {})],
+    "fig8_rt": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig8_rt", {})],
+    "fig8_curved": [("fig8_curved", {})],
 }
 
 
@@ -113,14 +109,14 @@ def panels_for(extra: Sequence[int] = ()) -> dict:
     if not extra:
         return dict(PANELS)
     out = {}
-    for panel, (kind, parts) in PANELS.items():
+    for panel, parts in PANELS.items():
         new = []
         for name, where in parts:
             if name == "fig1":  # the paper-scale run already has seeds 0-4
                 new.append((name, {**where, "seed": tuple(SEEDS) + extra}))
             else:
                 new += [(name, where), (name + _suffix(extra), where)]
-        out[panel] = (kind, new)
+        out[panel] = new
     return out
 
 
@@ -141,10 +137,10 @@ def run_all(runs: Sequence[Run], root: str) -> list[str]:
             continue
         log = os.path.join(root, r.name + ".log")
         os.makedirs(root, exist_ok=True)
-        t0 = time.time()
-        print(f"run  {r.name}: {' '.join(command(r, root)[1:])}", flush=True)
+        t0, argv = time.time(), command(r, root)
+        print(f"run  {r.name}: {' '.join(argv[1:])}", flush=True)
         with open(log, "a") as f:
-            rc = subprocess.call(command(r, root), stdout=f, stderr=subprocess.STDOUT)
+            rc = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT)
         print(f"     {r.name}: exit {rc} after {time.time() - t0:.0f}s (log {log})", flush=True)
         if rc:
             failed.append(r.name)
@@ -174,9 +170,10 @@ def panel_rows(root: str, parts) -> tuple[list[dict], dict]:
 def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     from experiments.disentangle import experiment, figures
     from gbi_jax.analysis import theory
+    from gbi_jax.workdir import Workdir
 
     written = []
-    for panel, (kind, parts) in panels_for(extra).items():
+    for panel, parts in panels_for(extra).items():
         try:
             rows, timing = panel_rows(root, parts)
         except FileNotFoundError as e:
@@ -189,20 +186,12 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
                                         if row["rho"] == 0 else float("nan"))
         out = os.path.join(docs, panel)
         os.makedirs(out, exist_ok=True)
-
-        class _Wd:  # experiment.write_tables only needs .file()
-            file = staticmethod(lambda name, out=out: os.path.join(out, name))
-
-        experiment.write_tables(_Wd(), table)
+        experiment.write_tables(Workdir(out), table)
         with open(os.path.join(out, "sources.json"), "w") as f:
             json.dump({"runs": [{"run": n, "filter": {k: list(v) for k, v in w.items()}}
                                 for n, w in parts], "timing": timing,
                        "networks": len(rows)}, f, indent=1)
-        written.append(figures.make_figure({"figure": kind, "table": table}, out))
-        # make_figure names the file after the figure kind; keep the panel name.
-        if kind != panel:
-            os.replace(written[-1], os.path.join(out, f"{panel}.png"))
-            written[-1] = os.path.join(out, f"{panel}.png")
+        written.append(figures.make_figure({"figure": panel, "table": table}, out))
         print(f"panel {panel}: {len(rows)} networks -> {out}", flush=True)
     return written
 

@@ -37,8 +37,8 @@ def test_every_run_is_a_valid_config(run):
 
 def test_panels_only_use_known_runs():
     names = {r.name for r in dr.RUNS}
-    for panel, (kind, parts) in dr.PANELS.items():
-        assert kind in config_lib.FIGURES, panel
+    for panel, parts in dr.PANELS.items():
+        assert panel in config_lib.FIGURES, panel
         assert {n for n, _ in parts} <= names, panel
 
 
@@ -88,7 +88,7 @@ def test_extra_seeds_twin_every_reduced_run_and_merge_into_panels():
     assert tuple(twin.seeds) == (2, 3, 4)
     assert twin.overrides == runs["fig2_lstm_gru"].overrides
     assert len(runs) == 2 * len(dr.RUNS) - 1
-    kind, parts = dr.panels_for((2, 3, 4))["fig8_corr"]
+    parts = dr.panels_for((2, 3, 4))["fig8_corr"]
     assert parts == [("fig1", {"seed": (0, 1, 2, 3, 4), "n_tasks": (24,)}),
                      ("fig8_corr", {}), ("fig8_corr_s234", {})]
     assert dr.panels_for(()) == dr.PANELS

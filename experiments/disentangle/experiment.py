@@ -319,8 +319,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for name, group in groups.items():
         t0 = time.time()
         task, net, insts, fit = train_group(config, name, group, wd)
-        # training.fit hands back single-device arrays; evaluate from host copies.
-        params = jax.device_get(fit.state.params)
+        params = fit.state.params  # single-device arrays (training.fit gathers them)
         t_train = time.time() - t0
         cache = wd.file(f"eval_{name}.json")
         if os.path.exists(cache):
