@@ -144,3 +144,63 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*r) for r in rows]
     return "\n".join(out)
+
+
+def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1,
+                   top: int = 25) -> tuple[list[dict], float]:
+    """Per-HLO-op CPU time of one ``fn()`` call, from a ``jax.profiler`` trace.
+
+    Needs ``--xla_cpu_enable_xprof_traceme=true`` in ``XLA_FLAGS`` *before* JAX starts
+    (then the XLA CPU runtime records every executed op). ``fn`` must block, and be
+    compiled already (call it once first). ``hlo_text`` (``compiled.as_text()``) maps op
+    names to result shapes and their JAX source (``op_name`` metadata).
+
+    Returns ``(rows, wall_s)``: ``rows`` sorted by time, each ``{"op", "ms", "count",
+    "shape", "source"}`` with ``ms`` summed over all executions in one ``fn()`` call and
+    averaged over the device threads that ran it; loops (``while``) include their body's
+    ops, so their rows overlap the rows of those ops.
+    """
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    import jax
+
+    if "xla_cpu_enable_xprof_traceme=true" not in os.environ.get("XLA_FLAGS", ""):
+        raise RuntimeError("xla_op_profile needs XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true "
+                           "set before JAX is imported.")
+    info = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ", line)
+        if m:
+            src = re.search(r'op_name="([^"]*)"', line)
+            info[m.group(1)] = (m.group(2).split("{")[0], src.group(1) if src else "")
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            wall = (time.perf_counter() - t0) / calls
+        path = sorted(glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True))[-1]
+        data = jax.profiler.ProfileData.from_file(path)
+        total = collections.Counter()
+        count = collections.Counter()
+        threads = collections.defaultdict(set)
+        for plane in data.planes:
+            for line in plane.lines:
+                if not line.name.startswith("tf_XLAEigen"):
+                    continue
+                for ev in line.events:
+                    if ev.name.startswith("ThunkExecutor"):
+                        continue
+                    total[ev.name] += ev.duration_ns
+                    count[ev.name] += 1
+                    threads[ev.name].add(line.name)
+    rows = []
+    for name, ns in total.most_common(top):
+        n_thr = max(1, len(threads[name]))
+        shape, src = info.get(name, ("", ""))
+        rows.append({"op": name, "ms": ns / 1e6 / n_thr / calls,
+                     "count": count[name] // n_thr // calls, "shape": shape, "source": src})
+    return rows, wall

@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m benchmarks.disentangle_train            # ~5 minutes, writes docs/disentangle/BENCHMARK.md
     python -m benchmarks.disentangle_train --quick    # ~1 minute, prints only
+    python -m benchmarks.disentangle_train --profile --steps 100   # per-op time of a step
 
 The work (one training step of one network; spec disentangle.md 1, 3)
 --------------------------------------------------------------------
@@ -45,6 +46,9 @@ def _parse():
     p.add_argument("--steps", type=int, default=None, help="training steps per timed call")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", default="docs/disentangle/BENCHMARK.md")
+    p.add_argument("--profile", action="store_true",
+                   help="print where one gbi_jax training step spends its time (per XLA op) "
+                        "instead of timing against PyTorch")
     return p.parse_args()
 
 
@@ -54,6 +58,9 @@ if ARGS is not None:
     if _n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={_n}").strip()
+    if ARGS.profile:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_enable_xprof_traceme=true").strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -71,7 +78,7 @@ B, N, H = 16, 24, 64
 
 def jax_runner(members: int, steps: int):
     """Blocking callable running ``steps`` training steps of ``members`` networks."""
-    task = EvidenceTask(max_tasks=N)
+    task = EvidenceTask(max_tasks=N, encoders=("relu",))  # as Fig. 1 builds it
     net = Network("rnn", task.input_size, N, hidden=H)
     insts = stack_instances([task.instance(s, N) for s in range(members)])
     tx = optax.adam(1e-3)
@@ -89,7 +96,26 @@ def jax_runner(members: int, steps: int):
         holder["state"], metrics = chunk(holder["state"], insts, keys, limit)
         jax.block_until_ready(metrics["loss"])
 
+    run.hlo_text = lambda: chunk.lower(holder["state"], insts, keys, limit).compile().as_text()
     return run, int(jax.tree_util.tree_leaves(state)[0].shape[0])
+
+
+def profile(args, steps: int) -> int:
+    """Print the per-op time of one training step of the vmapped program (``--profile``)."""
+    run, padded = jax_runner(args.members, steps)
+    run()  # compile
+    rows, wall = common.xla_op_profile(run, run.hlo_text(), top=30)
+    per_dev = padded // jax.device_count()
+    step_ms = wall / steps * 1e3
+    table = common.plain_table(
+        ["op", "ms/step", "% step", "calls/step", "result shape", "JAX source"],
+        [[r["op"], f"{r['ms'] / steps:.3f}", f"{100 * r['ms'] / steps / step_ms:.1f}",
+          f"{r['count'] / steps:g}", r["shape"], r["source"][-60:]] for r in rows])
+    print(f"{padded} networks ({per_dev} per device on {jax.device_count()} device(s)), "
+          f"{steps} steps traced: {step_ms:.2f} ms per step (with profiling on), "
+          f"{args.members * steps / wall:,.0f} network-steps/s. Per op, per device thread "
+          f"(loops include their bodies):\n{table}")
+    return 0
 
 
 def torch_runner(steps: int, threads: int):
@@ -162,6 +188,8 @@ def main():
     steps = args.steps or (100 if args.quick else 400)
     torch_steps = max(20, steps // 4)
     repeats = args.repeats or (2 if args.quick else 5)
+    if args.profile:
+        return profile(args, steps)
     import torch
 
     info = common.machine_info({"members (gbi_jax)": str(args.members)})

@@ -160,6 +160,38 @@ def test_vmap_over_instances_with_different_n():
     assert not np.allclose(task.encode(quad, h), task.encode(relu, h))
 
 
+def _reference_encoder(inst, x, quadratic):
+    """The encoder written as plain matmuls in float64 (numpy)."""
+    h = np.asarray(x, np.float64)
+    enc = {k: np.asarray(v, np.float64) for k, v in inst.encoder.items()}
+    for i in range(3):
+        h = h @ enc[f"w{i}"] + enc[f"b{i}"]
+        if i < 2:
+            h = h * h if quadratic else np.maximum(h, 0.0)
+    return h
+
+
+@pytest.mark.parametrize("dim", [2, 9])  # 9: the first layer is a matmul (D > 8)
+def test_encoder_matches_matmul_reference_for_every_static_kind(dim):
+    x = jax.random.uniform(jax.random.PRNGKey(3), (64, dim), minval=-0.8, maxval=0.8)
+    for encoder in ("relu", "quadratic"):
+        ref = _reference_encoder(EvidenceTask(dim=dim).instance(1, 2, encoder=encoder), x,
+                                 encoder == "quadratic")
+        for kinds in (("relu", "quadratic"), (encoder,)):
+            task = EvidenceTask(dim=dim, encoders=kinds)
+            got = jax.jit(task.encode)(task.instance(1, 2, encoder=encoder), x)
+            np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-6)
+
+
+def test_static_encoder_kinds_are_checked():
+    with pytest.raises(ValueError, match="encoders"):
+        EvidenceTask(encoders=("tanh",))
+    with pytest.raises(ValueError, match="encoders"):
+        EvidenceTask(encoders=())
+    with pytest.raises(ValueError, match="EvidenceTask.encoders"):
+        EvidenceTask(encoders=("relu",)).instance(0, 2, encoder="quadratic")
+
+
 @pytest.mark.parametrize("kwargs, n, match", [
     (dict(), 25, "num_tasks"),
     (dict(), 0, "num_tasks"),

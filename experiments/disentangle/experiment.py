@@ -36,7 +36,7 @@ from absl import logging
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
 from experiments.disentangle.networks import CORES, Network
-from gbi_jax import training
+from gbi_jax import losses, training
 from gbi_jax.analysis import dynamics
 from gbi_jax.tasks import EvidenceTask, stack_instances
 from gbi_jax.tasks.evidence import BOUNDARIES, ENCODERS
@@ -170,7 +170,8 @@ def build(config, members: list[Member]):
                         max_tasks=max(m.n_tasks for m in members),
                         encoder_hidden=tuple(config.task.encoder_hidden),
                         encoder_out=config.task.encoder_out, free_rt=m0.free_rt,
-                        boundary=m0.boundary, bound=config.task.bound)
+                        boundary=m0.boundary, bound=config.task.bound,
+                        encoders=tuple(sorted({m.encoder for m in members})))
     mc = config.model
     net = Network(core=m0.core, input_size=task.input_size, out_features=task.max_tasks,
                   hidden=mc.hidden, alpha=mc.alpha, rnn_input_init=mc.rnn_input_init,
@@ -199,7 +200,7 @@ def make_loss_fn(task: EvidenceTask, net: Network, batch_size: int):
             pred = task.bound * jnp.tanh(out)
             loss = jnp.sum(jnp.square(pred - b.targets) * inst.mask) / denom
         else:
-            bce = optax.sigmoid_binary_cross_entropy(out, b.targets)
+            bce = losses.sigmoid_bce(out, b.targets)
             loss = jnp.sum(bce * inst.mask) / denom
         correct = ((out[:, -1] > 0) == (b.labels > 0.5)) * inst.mask
         return loss, {"accuracy": jnp.sum(correct) / (out.shape[0] * n_real)}
