@@ -16,7 +16,9 @@ Each run is ``python -m experiments.disentangle.main`` in ``<root>/<name>`` (log
 ``<root>/<name>.log``), skipped when its ``results.json`` exists and resumed from its
 checkpoints otherwise. ``--extra_seeds=2,3,4`` adds a twin of every 2-seed run on those
 seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 seeds
-in resumable pieces. The report merges the per-network rows of the runs a panel
+in resumable pieces. A panel merges the twins only when all of its twins have finished
+(every condition of a panel has the same seeds); until then it reports seeds 0 and 1,
+and ``sources.json`` lists the seeds each panel used. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
 fits), adds the exact Bayes posterior-mean r^2 (``theory.posterior_mean_r2``; the
 Eq. 7 ceiling is its Gaussian approximation) and writes ``<docs>/<panel>/table.csv``,
@@ -173,7 +175,16 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     from gbi_jax.workdir import Workdir
 
     written = []
+    base = panels_for(())
     for panel, parts in panels_for(extra).items():
+        missing = [n for n, _ in parts
+                   if not os.path.exists(os.path.join(root, n, "results.json"))]
+        if extra and missing and not any(n in missing for n, _ in base[panel]):
+            # Every condition of a panel keeps the same seeds: until all the extra-seed
+            # twins of a panel have finished, the panel reports the 2-seed runs.
+            print(f"panel {panel}: {missing} not finished: reporting seeds {list(SEEDS)} only",
+                  flush=True)
+            parts = base[panel]
         try:
             rows, timing = panel_rows(root, parts)
         except FileNotFoundError as e:
@@ -190,7 +201,8 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
         with open(os.path.join(out, "sources.json"), "w") as f:
             json.dump({"runs": [{"run": n, "filter": {k: list(v) for k, v in w.items()}}
                                 for n, w in parts], "timing": timing,
-                       "networks": len(rows)}, f, indent=1)
+                       "networks": len(rows),
+                       "seeds": sorted({int(r["seed"]) for r in rows})}, f, indent=1)
         written.append(figures.make_figure({"figure": panel, "table": table}, out))
         print(f"panel {panel}: {len(rows)} networks -> {out}", flush=True)
     return written

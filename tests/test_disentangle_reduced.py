@@ -94,3 +94,26 @@ def test_extra_seeds_twin_every_reduced_run_and_merge_into_panels():
     assert dr.panels_for(()) == dr.PANELS
     with pytest.raises(ValueError, match="repeat"):
         dr.runs_for((1, 2))
+
+
+def test_panel_merges_extra_seeds_only_when_all_its_twins_finished(tmp_path):
+    root, docs = tmp_path / "runs", tmp_path / "docs"
+
+    def write(name, seeds, ns=(2, 6, 24), **kw):
+        os.makedirs(root / name)
+        rows = [_row(s, n, [0.5 + 0.01 * s] * 4, **kw) for s in seeds for n in ns]
+        with open(root / name / "results.json", "w") as f:
+            json.dump({"rows": rows, "wall_time_s": 1.0, "timing": {}}, f)
+
+    write("fig1", range(5), ns=(2, 3, 6, 12, 24))
+    write("fig8_encoder", (0, 1), encoder="quadratic")
+    write("fig8_rt", (0, 1), free_rt=True)
+    write("fig8_rt_s234", (2, 3, 4), free_rt=True)  # fig8_encoder_s234 not finished
+    dr.report(str(root), str(docs), (2, 3, 4))
+    enc = json.load(open(docs / "fig8_encoder" / "sources.json"))
+    rt = json.load(open(docs / "fig8_rt" / "sources.json"))
+    assert enc["seeds"] == [0, 1] and enc["networks"] == 2 * 3 * 2
+    assert [r["run"] for r in enc["runs"]] == ["fig1", "fig8_encoder"]
+    assert rt["seeds"] == [0, 1, 2, 3, 4] and rt["networks"] == 5 * 3 * 2
+    with open(docs / "fig8_rt" / "table.csv") as f:
+        assert {int(r["networks"]) for r in csv.DictReader(f)} == {5}
