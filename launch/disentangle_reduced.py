@@ -18,7 +18,10 @@ checkpoints otherwise. ``--extra_seeds=2,3,4`` adds a twin of every 2-seed run o
 seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 seeds
 in resumable pieces. A panel merges the twins only when all of its twins have finished
 (every condition of a panel has the same seeds); until then it reports seeds 0 and 1,
-and ``sources.json`` lists the seeds each panel used. The report merges the per-network rows of the runs a panel
+and ``sources.json`` lists the seeds each panel used. Runs with five seeds (``fig1`` and
+the add-on N points of Fig. 2) are not twinned: a panel takes the seeds it reports from
+them; an ``optional`` run (extra N points) that has not finished is left out of its panels
+with a notice instead of holding them back. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
 fits), adds the exact Bayes posterior-mean r^2 (``theory.posterior_mean_r2``; the
 Eq. 7 ceiling is its Gaussian approximation) and writes ``<docs>/<panel>/table.csv``,
@@ -47,6 +50,7 @@ _EXTRA = flags.DEFINE_list(
 
 CONFIG = "experiments/disentangle/config.py"
 SEEDS = (0, 1)
+FULL_SEEDS = (0, 1, 2, 3, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +59,12 @@ class Run:
     variant: str
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seeds: Sequence[int] = SEEDS
+    optional: bool = False  # extra points: a panel is drawn without them until they finish
 
 
 RUNS = (
     # Figure 1 at paper scale (5 seeds): the shared reference networks.
-    Run("fig1", "fig1", seeds=(0, 1, 2, 3, 4)),
+    Run("fig1", "fig1", seeds=FULL_SEEDS),
     Run("fig2_noleak", "fig2", {"grid.cores": ("noleak",)}),
     Run("fig2_lstm_gru", "fig2", {"grid.cores": ("lstm", "gru"), "grid.n_tasks": (2, 6, 24)}),
     Run("fig2_transformer", "fig2", {"grid.cores": ("transformer",),
@@ -73,20 +78,28 @@ RUNS = (
     Run("fig8_rt", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (2, 6, 24)}),
     Run("fig7_reduced", "fig7", {"grid.n_tasks": (2, 24)}),
     Run("fig7_n6", "fig7", {"grid.n_tasks": (6,)}),
+    # The remaining N of Fig. 2 for the gated nets and the transformer, five seeds at once.
+    Run("fig2_transformer_n312", "fig2", {"grid.cores": ("transformer",),
+                                          "grid.n_tasks": (3, 12)},
+        seeds=FULL_SEEDS, optional=True),
+    Run("fig2_lstm_gru_n312", "fig2", {"grid.cores": ("lstm", "gru"), "grid.n_tasks": (3, 12)},
+        seeds=FULL_SEEDS, optional=True),
 )
+_BY_NAME = {r.name: r for r in RUNS}
 
-_FIG1_2SEEDS = {"seed": SEEDS}
-# panel (= figure kind of experiments.disentangle.figures) -> [(run, row filter), ...]
+# panel (= figure kind of experiments.disentangle.figures) -> [(run, row filter), ...];
+# ``panels_for`` adds the seed filters of the five-seed runs and the extra-seed twins.
 PANELS = {
-    "fig2": [("fig1", _FIG1_2SEEDS), ("fig2_noleak", {}), ("fig2_lstm_gru", {}),
-             ("fig2_transformer", {})],
-    "fig3": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig2_transformer", {})],
+    "fig2": [("fig1", {}), ("fig2_noleak", {}), ("fig2_lstm_gru", {}),
+             ("fig2_lstm_gru_n312", {}), ("fig2_transformer", {}),
+             ("fig2_transformer_n312", {})],
+    "fig3": [("fig1", {}), ("fig2_transformer", {}), ("fig2_transformer_n312", {})],
     "fig5": [("fig5", {})],
     "fig6": [("fig6", {})],
     "fig7": [("fig7_reduced", {}), ("fig7_n6", {})],
-    "fig8_encoder": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig8_encoder", {})],
-    "fig8_corr": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (24,)}), ("fig8_corr", {})],
-    "fig8_rt": [("fig1", {**_FIG1_2SEEDS, "n_tasks": (2, 6, 24)}), ("fig8_rt", {})],
+    "fig8_encoder": [("fig1", {"n_tasks": (2, 6, 24)}), ("fig8_encoder", {})],
+    "fig8_corr": [("fig1", {"n_tasks": (24,)}), ("fig8_corr", {})],
+    "fig8_rt": [("fig1", {"n_tasks": (2, 6, 24)}), ("fig8_rt", {})],
     "fig8_curved": [("fig8_curved", {})],
 }
 
@@ -106,18 +119,23 @@ def runs_for(extra: Sequence[int] = ()) -> list[Run]:
 
 
 def panels_for(extra: Sequence[int] = ()) -> dict:
-    """``PANELS`` with the extra-seed twins merged in (and fig1 rows of those seeds)."""
+    """``PANELS`` with seed filters: seeds ``SEEDS + extra`` of every panel.
+
+    A two-seed run contributes itself and, with ``extra``, its twin; a five-seed run
+    (``fig1``, the add-on N points) contributes the rows of those seeds.
+    """
     extra = tuple(int(e) for e in extra)
-    if not extra:
-        return dict(PANELS)
+    seeds = tuple(SEEDS) + extra
     out = {}
     for panel, parts in PANELS.items():
         new = []
         for name, where in parts:
-            if name == "fig1":  # the paper-scale run already has seeds 0-4
-                new.append((name, {**where, "seed": tuple(SEEDS) + extra}))
+            if tuple(_BY_NAME[name].seeds) != tuple(SEEDS):
+                new.append((name, {**where, "seed": seeds}))
             else:
-                new += [(name, where), (name + _suffix(extra), where)]
+                new.append((name, where))
+                if extra:
+                    new.append((name + _suffix(extra), where))
         out[panel] = new
     return out
 
@@ -177,8 +195,13 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     written = []
     base = panels_for(())
     for panel, parts in panels_for(extra).items():
-        missing = [n for n, _ in parts
-                   if not os.path.exists(os.path.join(root, n, "results.json"))]
+        done = lambda n: os.path.exists(os.path.join(root, n, "results.json"))  # noqa: E731
+        skip = [n for n, _ in parts if n in _BY_NAME and _BY_NAME[n].optional and not done(n)]
+        if skip:
+            print(f"panel {panel}: {skip} not finished: drawn without them", flush=True)
+            parts = [p for p in parts if p[0] not in skip]
+            base = {**base, panel: [p for p in base[panel] if p[0] not in skip]}
+        missing = [n for n, _ in parts if not done(n)]
         if extra and missing and not any(n in missing for n, _ in base[panel]):
             # Every condition of a panel keeps the same seeds: until all the extra-seed
             # twins of a panel have finished, the panel reports the 2-seed runs.

@@ -87,11 +87,16 @@ def test_extra_seeds_twin_every_reduced_run_and_merge_into_panels():
     twin = runs["fig2_lstm_gru_s234"]
     assert tuple(twin.seeds) == (2, 3, 4)
     assert twin.overrides == runs["fig2_lstm_gru"].overrides
-    assert len(runs) == 2 * len(dr.RUNS) - 1
+    two_seed = [r for r in dr.RUNS if tuple(r.seeds) == dr.SEEDS]
+    assert len(runs) == len(dr.RUNS) + len(two_seed)
+    assert "fig2_lstm_gru_n312_s234" not in runs  # five-seed add-on runs are not twinned
     parts = dr.panels_for((2, 3, 4))["fig8_corr"]
     assert parts == [("fig1", {"seed": (0, 1, 2, 3, 4), "n_tasks": (24,)}),
                      ("fig8_corr", {}), ("fig8_corr_s234", {})]
-    assert dr.panels_for(()) == dr.PANELS
+    # without extra seeds, five-seed runs are restricted to the reduced seeds
+    fig2 = dict(dr.panels_for(())["fig2"])
+    assert fig2["fig1"] == {"seed": (0, 1)} and fig2["fig2_lstm_gru_n312"] == {"seed": (0, 1)}
+    assert fig2["fig2_noleak"] == {}
     with pytest.raises(ValueError, match="repeat"):
         dr.runs_for((1, 2))
 
@@ -117,3 +122,34 @@ def test_panel_merges_extra_seeds_only_when_all_its_twins_finished(tmp_path):
     assert rt["seeds"] == [0, 1, 2, 3, 4] and rt["networks"] == 5 * 3 * 2
     with open(docs / "fig8_rt" / "table.csv") as f:
         assert {int(r["networks"]) for r in csv.DictReader(f)} == {5}
+
+
+def test_optional_runs_join_panels_when_finished(tmp_path):
+    root, docs = tmp_path / "runs", tmp_path / "docs"
+
+    def write(name, seeds, ns, **kw):
+        os.makedirs(root / name)
+        rows = [_row(s, n, [0.5] * 4, **kw) for s in seeds for n in ns]
+        with open(root / name / "results.json", "w") as f:
+            json.dump({"rows": rows, "wall_time_s": 1.0, "timing": {}}, f)
+
+    write("fig1", range(5), (2, 3, 6, 12, 24))
+    write("fig2_transformer", (0, 1), (2, 6, 24), core="transformer")
+    write("fig2_transformer_s234", (2, 3, 4), (2, 6, 24), core="transformer")
+    dr.report(str(root), str(docs), (2, 3, 4))  # the N = 3, 12 transformer run is missing
+    src = json.load(open(docs / "fig3" / "sources.json"))
+    assert [r["run"] for r in src["runs"]] == ["fig1", "fig2_transformer",
+                                               "fig2_transformer_s234"]
+    assert src["networks"] == 5 * 5 + 5 * 3
+    write("fig2_transformer_n312", range(5), (3, 12), core="transformer")
+    dr.report(str(root), str(docs), (2, 3, 4))
+    src = json.load(open(docs / "fig3" / "sources.json"))
+    assert src["runs"][-1] == {"run": "fig2_transformer_n312", "filter": {"seed": [0, 1, 2, 3, 4]}}
+    with open(docs / "fig3" / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    gpt = sorted(int(r["n_tasks"]) for r in table if r["core"] == "transformer")
+    assert gpt == [2, 3, 6, 12, 24]
+    assert {int(r["networks"]) for r in table} == {5}
+    dr.report(str(root), str(docs))  # two-seed report: add-on rows restricted to seeds 0, 1
+    with open(docs / "fig3" / "table.csv") as f:
+        assert {int(r["networks"]) for r in csv.DictReader(f)} == {2}
