@@ -19,7 +19,7 @@ seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 
 in resumable pieces. A panel merges the twins only when all of its twins have finished
 (every condition of a panel has the same seeds); until then it reports seeds 0 and 1,
 and ``sources.json`` lists the seeds each panel used. Runs with five seeds (``fig1`` and
-the add-on N points of Fig. 2) are not twinned: a panel takes the seeds it reports from
+the add-on N points of Figs. 2 and 8) are not twinned: a panel takes the seeds it reports from
 them; an ``optional`` run (extra N points) that has not finished is left out of its panels
 with a notice instead of holding them back. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
@@ -84,6 +84,12 @@ RUNS = (
         seeds=FULL_SEEDS, optional=True),
     Run("fig2_lstm_gru_n312", "fig2", {"grid.cores": ("lstm", "gru"), "grid.n_tasks": (3, 12)},
         seeds=FULL_SEEDS, optional=True),
+    # ... and of the Fig. 8 encoder and free-RT panels.
+    Run("fig8_encoder_n312", "fig8_encoder", {"grid.encoders": ("quadratic",),
+                                              "grid.n_tasks": (3, 12)},
+        seeds=FULL_SEEDS, optional=True),
+    Run("fig8_rt_n312", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (3, 12)},
+        seeds=FULL_SEEDS, optional=True),
 )
 _BY_NAME = {r.name: r for r in RUNS}
 
@@ -97,9 +103,9 @@ PANELS = {
     "fig5": [("fig5", {})],
     "fig6": [("fig6", {})],
     "fig7": [("fig7_reduced", {}), ("fig7_n6", {})],
-    "fig8_encoder": [("fig1", {"n_tasks": (2, 6, 24)}), ("fig8_encoder", {})],
+    "fig8_encoder": [("fig1", {}), ("fig8_encoder", {}), ("fig8_encoder_n312", {})],
     "fig8_corr": [("fig1", {"n_tasks": (24,)}), ("fig8_corr", {})],
-    "fig8_rt": [("fig1", {"n_tasks": (2, 6, 24)}), ("fig8_rt", {})],
+    "fig8_rt": [("fig1", {}), ("fig8_rt", {}), ("fig8_rt_n312", {})],
     "fig8_curved": [("fig8_curved", {})],
 }
 

@@ -117,9 +117,9 @@ def test_panel_merges_extra_seeds_only_when_all_its_twins_finished(tmp_path):
     dr.report(str(root), str(docs), (2, 3, 4))
     enc = json.load(open(docs / "fig8_encoder" / "sources.json"))
     rt = json.load(open(docs / "fig8_rt" / "sources.json"))
-    assert enc["seeds"] == [0, 1] and enc["networks"] == 2 * 3 * 2
+    assert enc["seeds"] == [0, 1] and enc["networks"] == 2 * 5 + 2 * 3  # ReLU at every N
     assert [r["run"] for r in enc["runs"]] == ["fig1", "fig8_encoder"]
-    assert rt["seeds"] == [0, 1, 2, 3, 4] and rt["networks"] == 5 * 3 * 2
+    assert rt["seeds"] == [0, 1, 2, 3, 4] and rt["networks"] == 5 * 5 + 5 * 3
     with open(docs / "fig8_rt" / "table.csv") as f:
         assert {int(r["networks"]) for r in csv.DictReader(f)} == {5}
 
