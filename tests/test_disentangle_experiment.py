@@ -35,6 +35,30 @@ def test_handwritten_rnn_backward_matches_autodiff(core, alpha):
         np.testing.assert_allclose(a, c, rtol=2e-4, atol=1e-5)
 
 
+def test_readout_linear_matches_autodiff_also_vmapped():
+    from experiments.disentangle.networks import linear
+
+    ks = jax.random.split(jax.random.PRNGKey(3), 4)
+    x = jax.random.normal(ks[0], (3, 5, 7, 16))  # [members, B, S, K]
+    w = jax.random.normal(ks[1], (3, 16, 6))
+    b = jax.random.normal(ks[2], (3, 6))
+    probe = jax.random.normal(ks[3], (3, 5, 7, 6))
+
+    def loss(f):
+        return lambda x, w, b, p: jnp.sum(jnp.sin(f(x, w, b)) * p)
+
+    plain = lambda x, w, b: x @ w + b  # noqa: E731
+    for lin in (jax.vmap(linear), linear):  # vmapped over members, and plain batch axes
+        args = (x, w, b, probe) if lin is not linear else (x[0], w[0], b[0], probe[0])
+        ref = plain if lin is linear else jax.vmap(plain)
+        np.testing.assert_allclose(lin(*args[:3]), ref(*args[:3]), rtol=1e-6, atol=1e-6)
+        g_new = jax.jit(jax.grad(loss(lin), argnums=(0, 1, 2)))(*args)
+        g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(*args)
+        for a, c in zip(g_new, g_ref):
+            assert a.shape == c.shape
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
+
+
 def test_rnn_matches_its_step_function_and_init_ranges():
     net = Network("rnn", 41, 3, hidden=64)
     p = net.init(jax.random.PRNGKey(0))

@@ -94,6 +94,38 @@ def _rr_bwd(res, g):
 relu_recurrence.defvjp(_rr_fwd, _rr_bwd)
 
 
+@jax.custom_vjp
+def linear(x, w, b):
+    """``x @ w + b`` over leading axes (``x [..., K]``, ``w [K, N]``), for the readouts.
+
+    Same values and gradients as autodiff; only the weight gradient's form differs:
+    it is computed as ``(g^T x)`` of shape ``[N, K]`` and transposed afterwards, with an
+    ``optimization_barrier`` so XLA does not fold the transpose back into the dot. With
+    ``N = 24 < K = 64`` (the Fig. 1 readout) XLA's CPU dot with the wide dimension minor
+    ran that gradient 2.3x faster (0.35 vs 0.81 ms of a 14.5 ms step per core) and the
+    whole vmapped training step about 6 % faster (in-process A/B, bitwise-equal
+    parameters after 700 steps; ``python -m benchmarks.disentangle_train --profile``).
+    The same reordering of the RNN's input- and recurrent-weight gradients
+    (``[64, 41]``, ``[64, 64]``) was measured slower or equal and is not used.
+    """
+    return x @ w + b
+
+
+def _lin_fwd(x, w, b):
+    return x @ w + b, (x, w)
+
+
+def _lin_bwd(res, g):
+    x, w = res
+    k, n = w.shape
+    x2, g2 = x.reshape(-1, k), g.reshape(-1, n)
+    d_wt = jax.lax.optimization_barrier(jnp.einsum("rn,rk->nk", g2, x2))  # [N, K]
+    return g @ w.T, d_wt.T, g2.sum(0)
+
+
+linear.defvjp(_lin_fwd, _lin_bwd)
+
+
 # ---------------------------------------------------------------------------
 # The network wrapper.
 # ---------------------------------------------------------------------------
@@ -201,5 +233,5 @@ class Network:
             carry = cell.initial_state(inputs.shape[:1])
             _, hs = jax.lax.scan(step, carry, jnp.swapaxes(inputs, 0, 1))
             hidden = jnp.swapaxes(hs, 0, 1)
-        out = hidden @ params["readout"]["kernel"] + params["readout"]["bias"]
+        out = linear(hidden, params["readout"]["kernel"], params["readout"]["bias"])
         return out, hidden
