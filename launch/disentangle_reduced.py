@@ -198,10 +198,12 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     from gbi_jax.analysis import theory
     from gbi_jax.workdir import Workdir
 
+    def done(name):
+        return os.path.exists(os.path.join(root, name, "results.json"))
+
     written = []
     base = panels_for(())
     for panel, parts in panels_for(extra).items():
-        done = lambda n: os.path.exists(os.path.join(root, n, "results.json"))  # noqa: E731
         skip = [n for n, _ in parts if n in _BY_NAME and _BY_NAME[n].optional and not done(n)]
         if skip:
             print(f"panel {panel}: {skip} not finished: drawn without them", flush=True)
