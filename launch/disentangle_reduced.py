@@ -7,7 +7,8 @@ The paper-scale grids (5 seeds for every condition, ``experiments/disentangle/co
 need about 8 hours of a 2-core machine. This driver runs the same variants with the
 full per-network step budget (1e5 Adam steps, 2e4 for the transformer) and the full
 evaluation protocol, but **2 seeds** and, where a figure's N axis is long, a subset of N
-(listed in ``RUNS``) -- about 2.3 hours on 2 cores. Conditions that figure 1 already
+(listed in ``RUNS``) -- about 2.3 hours on 2 cores (the seed-2-4 twins about 3.5 hours
+more, the five-seed N = 3, 12 add-on runs about 1.5 hours). Conditions that figure 1 already
 trained (the ReLU RNN at sigma 0.2, rho 0, fixed RT, ReLU encoder) are taken from the
 ``fig1`` run (paper scale, 5 seeds) restricted to the same 2 seeds, so every condition
 in a panel has the same number of networks.
