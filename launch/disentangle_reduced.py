@@ -205,18 +205,18 @@ def report(root: str, docs: str, extra: Sequence[int] = ()) -> list[str]:
     written = []
     base = panels_for(())
     for panel, parts in panels_for(extra).items():
-        skip = [n for n, _ in parts if n in _BY_NAME and _BY_NAME[n].optional and not done(n)]
+        skip = {n for n, _ in parts if n in _BY_NAME and _BY_NAME[n].optional and not done(n)}
         if skip:
-            print(f"panel {panel}: {skip} not finished: drawn without them", flush=True)
-            parts = [p for p in parts if p[0] not in skip]
-            base = {**base, panel: [p for p in base[panel] if p[0] not in skip]}
+            print(f"panel {panel}: {sorted(skip)} not finished: drawn without them", flush=True)
+        parts = [p for p in parts if p[0] not in skip]
+        two_seed = [p for p in base[panel] if p[0] not in skip]
         missing = [n for n, _ in parts if not done(n)]
-        if extra and missing and not any(n in missing for n, _ in base[panel]):
+        if extra and missing and not any(n in missing for n, _ in two_seed):
             # Every condition of a panel keeps the same seeds: until all the extra-seed
             # twins of a panel have finished, the panel reports the 2-seed runs.
             print(f"panel {panel}: {missing} not finished: reporting seeds {list(SEEDS)} only",
                   flush=True)
-            parts = base[panel]
+            parts = two_seed
         try:
             rows, timing = panel_rows(root, parts)
         except FileNotFoundError as e:
