@@ -146,7 +146,7 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1,
+def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1, devices: int = 1,
                    top: int = 25) -> tuple[list[dict], float]:
     """Per-HLO-op CPU time of one ``fn()`` call, from a ``jax.profiler`` trace.
 
@@ -155,10 +155,15 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1,
     compiled already (call it once first). ``hlo_text`` (``compiled.as_text()``) maps op
     names to result shapes and their JAX source (``op_name`` metadata).
 
+    Ops run on the XLA worker threads (``tf_XLAEigen``) or inline on the client thread
+    (``tf_XLAPjRtCpuClient``); both are counted. The runtime's bookkeeping events are not
+    ops and are skipped: ``ThunkExecutor...``, ``ThreadpoolListener...`` and the
+    ``end: <op>`` markers of asynchronous completion (which can be slow under load).
+
     Returns ``(rows, wall_s)``: ``rows`` sorted by time, each ``{"op", "ms", "count",
-    "shape", "source"}`` with ``ms`` summed over all executions in one ``fn()`` call and
-    averaged over the device threads that ran it; loops (``while``) include their body's
-    ops, so their rows overlap the rows of those ops.
+    "shape", "source"}`` with ``ms`` and ``count`` summed over all executions in one ``fn()``
+    call and divided by ``devices`` (the program runs once per device), i.e. per device;
+    loops (``while``) include their body's ops, so their rows overlap the rows of those ops.
     """
     import collections
     import glob
@@ -186,21 +191,22 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1,
         data = jax.profiler.ProfileData.from_file(path)
         total = collections.Counter()
         count = collections.Counter()
-        threads = collections.defaultdict(set)
         for plane in data.planes:
             for line in plane.lines:
-                if not line.name.startswith("tf_XLAEigen"):
+                if not line.name.startswith(("tf_XLAEigen", "tf_XLAPjRtCpuClient")):
                     continue
                 for ev in line.events:
-                    if ev.name.startswith("ThunkExecutor"):
+                    if ev.name.startswith(_NOT_OPS):
                         continue
                     total[ev.name] += ev.duration_ns
                     count[ev.name] += 1
-                    threads[ev.name].add(line.name)
     rows = []
     for name, ns in total.most_common(top):
-        n_thr = max(1, len(threads[name]))
         shape, src = info.get(name, ("", ""))
-        rows.append({"op": name, "ms": ns / 1e6 / n_thr / calls,
-                     "count": count[name] // n_thr // calls, "shape": shape, "source": src})
+        rows.append({"op": name, "ms": ns / 1e6 / devices / calls,
+                     "count": count[name] / devices / calls, "shape": shape, "source": src})
     return rows, wall
+
+
+# Trace events of the XLA CPU runtime that are bookkeeping, not HLO ops.
+_NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "end: ")

@@ -104,7 +104,7 @@ def profile(args, steps: int) -> int:
     """Print the per-op time of one training step of the vmapped program (``--profile``)."""
     run, padded = jax_runner(args.members, steps)
     run()  # compile
-    rows, wall = common.xla_op_profile(run, run.hlo_text(), top=30)
+    rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(), top=30)
     per_dev = padded // jax.device_count()
     step_ms = wall / steps * 1e3
     table = common.plain_table(
@@ -113,7 +113,7 @@ def profile(args, steps: int) -> int:
           f"{r['count'] / steps:g}", r["shape"], r["source"][-60:]] for r in rows])
     print(f"{padded} networks ({per_dev} per device on {jax.device_count()} device(s)), "
           f"{steps} steps traced: {step_ms:.2f} ms per step (with profiling on), "
-          f"{args.members * steps / wall:,.0f} network-steps/s. Per op, per device thread "
+          f"{args.members * steps / wall:,.0f} network-steps/s. Per op and device "
           f"(loops include their bodies):\n{table}")
     return 0
 
