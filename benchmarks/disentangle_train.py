@@ -46,6 +46,7 @@ def _parse():
     p.add_argument("--steps", type=int, default=None, help="training steps per timed call")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", default="docs/disentangle/BENCHMARK.md")
+    p.add_argument("--top", type=int, default=30, help="ops listed by --profile")
     p.add_argument("--profile", action="store_true",
                    help="print where one gbi_jax training step spends its time (per XLA op) "
                         "instead of timing against PyTorch")
@@ -104,7 +105,7 @@ def profile(args, steps: int) -> int:
     """Print the per-op time of one training step of the vmapped program (``--profile``)."""
     run, padded = jax_runner(args.members, steps)
     run()  # compile
-    rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(), top=30)
+    rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(), top=args.top)
     per_dev = padded // jax.device_count()
     step_ms = wall / steps * 1e3
     table = common.plain_table(

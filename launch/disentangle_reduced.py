@@ -20,7 +20,7 @@ seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 
 in resumable pieces. A panel merges the twins only when all of its twins have finished
 (every condition of a panel has the same seeds); until then it reports seeds 0 and 1,
 and ``sources.json`` lists the seeds each panel used. Runs with five seeds (``fig1`` and
-the add-on N points of Figs. 2 and 8) are not twinned: a panel takes the seeds it reports from
+the add-on N points of Figs. 2, 6 and 8) are not twinned: a panel takes the seeds it reports from
 them; an ``optional`` run (extra N points) that has not finished is left out of its panels
 with a notice instead of holding them back. The report merges the per-network rows of the runs a panel
 uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
@@ -91,6 +91,8 @@ RUNS = (
         seeds=FULL_SEEDS, optional=True),
     Run("fig8_rt_n312", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (3, 12)},
         seeds=FULL_SEEDS, optional=True),
+    # Fig. 6's other two N of the paper's probable set {3, 6, 9, 12}, every D, five seeds.
+    Run("fig6_n69", "fig6", {"grid.n_tasks": (6, 9)}, seeds=FULL_SEEDS, optional=True),
 )
 _BY_NAME = {r.name: r for r in RUNS}
 
@@ -102,7 +104,7 @@ PANELS = {
              ("fig2_transformer_n312", {})],
     "fig3": [("fig1", {}), ("fig2_transformer", {}), ("fig2_transformer_n312", {})],
     "fig5": [("fig5", {})],
-    "fig6": [("fig6", {})],
+    "fig6": [("fig6", {}), ("fig6_n69", {})],
     "fig7": [("fig7_reduced", {}), ("fig7_n6", {})],
     "fig8_encoder": [("fig1", {}), ("fig8_encoder", {}), ("fig8_encoder_n312", {})],
     "fig8_corr": [("fig1", {"n_tasks": (24,)}), ("fig8_corr", {})],

@@ -97,6 +97,10 @@ def test_extra_seeds_twin_every_reduced_run_and_merge_into_panels():
     fig2 = dict(dr.panels_for(())["fig2"])
     assert fig2["fig1"] == {"seed": (0, 1)} and fig2["fig2_lstm_gru_n312"] == {"seed": (0, 1)}
     assert fig2["fig2_noleak"] == {}
+    # Fig. 6: the 2-seed N = 3, 12 run, its twin, and the five-seed N = 6, 9 add-on
+    assert dr.panels_for((2, 3, 4))["fig6"] == [
+        ("fig6", {}), ("fig6_s234", {}), ("fig6_n69", {"seed": (0, 1, 2, 3, 4)})]
+    assert dr._BY_NAME["fig6_n69"].optional
     with pytest.raises(ValueError, match="repeat"):
         dr.runs_for((1, 2))
 
