@@ -156,9 +156,10 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1, devi
     names to result shapes and their JAX source (``op_name`` metadata).
 
     Ops run on the XLA worker threads (``tf_XLAEigen``) or inline on the client thread
-    (``tf_XLAPjRtCpuClient``); both are counted. The runtime's bookkeeping events are not
-    ops and are skipped: ``ThunkExecutor...``, ``ThreadpoolListener...`` and the
-    ``end: <op>`` markers of asynchronous completion (which can be slow under load).
+    (``tf_XLAPjRtCpuClient``); both are counted. Only events named after an op of
+    ``hlo_text`` are: the runtime's bookkeeping (``ThunkExecutor...``,
+    ``ThreadpoolListener...``, the ``end: <op>`` markers of asynchronous completion, which
+    can take time under load) is not an op.
 
     Returns ``(rows, wall_s)``: ``rows`` sorted by time, each ``{"op", "ms", "count",
     "shape", "source"}`` with ``ms`` and ``count`` summed over all executions in one ``fn()``
@@ -196,7 +197,7 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1, devi
                 if not line.name.startswith(("tf_XLAEigen", "tf_XLAPjRtCpuClient")):
                     continue
                 for ev in line.events:
-                    if ev.name.startswith(_NOT_OPS):
+                    if ev.name not in info:
                         continue
                     total[ev.name] += ev.duration_ns
                     count[ev.name] += 1
@@ -206,7 +207,3 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1, devi
         rows.append({"op": name, "ms": ns / 1e6 / devices / calls,
                      "count": count[name] / devices / calls, "shape": shape, "source": src})
     return rows, wall
-
-
-# Trace events of the XLA CPU runtime that are bookkeeping, not HLO ops.
-_NOT_OPS = ("ThunkExecutor", "ThreadpoolListener", "end: ")
