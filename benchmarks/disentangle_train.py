@@ -105,7 +105,8 @@ def profile(args, steps: int) -> int:
     """Print the per-op time of one training step of the vmapped program (``--profile``)."""
     run, padded = jax_runner(args.members, steps)
     run()  # compile
-    rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(), top=args.top)
+    rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(),
+                                       top=args.top)
     per_dev = padded // jax.device_count()
     step_ms = wall / steps * 1e3
     table = common.plain_table(

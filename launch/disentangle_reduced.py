@@ -8,7 +8,8 @@ need about 8 hours of a 2-core machine. This driver runs the same variants with 
 full per-network step budget (1e5 Adam steps, 2e4 for the transformer) and the full
 evaluation protocol, but **2 seeds** and, where a figure's N axis is long, a subset of N
 (listed in ``RUNS``) -- about 2.3 hours on 2 cores (the seed-2-4 twins about 3.5 hours
-more, the five-seed N = 3, 12 add-on runs about 1.5 hours). Conditions that figure 1 already
+more, the five-seed N = 3, 12 add-on runs about 1.5 hours, the Fig. 6 N = 6, 9 add-on 50
+minutes). Conditions that figure 1 already
 trained (the ReLU RNN at sigma 0.2, rho 0, fixed RT, ReLU encoder) are taken from the
 ``fig1`` run (paper scale, 5 seeds) restricted to the same 2 seeds, so every condition
 in a panel has the same number of networks.
@@ -20,10 +21,10 @@ seeds (``<name>_s234``) and merges it into the panels: the way to the paper's 5 
 in resumable pieces. A panel merges the twins only when all of its twins have finished
 (every condition of a panel has the same seeds); until then it reports seeds 0 and 1,
 and ``sources.json`` lists the seeds each panel used. Runs with five seeds (``fig1`` and
-the add-on N points of Figs. 2, 6 and 8) are not twinned: a panel takes the seeds it reports from
-them; an ``optional`` run (extra N points) that has not finished is left out of its panels
-with a notice instead of holding them back. The report merges the per-network rows of the runs a panel
-uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
+the add-on N points of Figs. 2, 6 and 8) are not twinned: a panel takes the seeds it
+reports from them; an ``optional`` run (extra N points) that has not finished is left out
+of its panels with a notice instead of holding them back. The report merges the
+per-network rows of the runs a panel uses (``PANELS``), filters them, re-summarises (median and IQR over nets x folds x
 fits), adds the exact Bayes posterior-mean r^2 (``theory.posterior_mean_r2``; the
 Eq. 7 ceiling is its Gaussian approximation) and writes ``<docs>/<panel>/table.csv``,
 ``table.md``, ``sources.json`` (which runs and rows) and ``<panel>.png``.
