@@ -18,7 +18,10 @@ BCE with 0.5 targets before the decision step; one Adam (lr 1e-3) update.
     ``training.make_chunk_fn`` over ``make_loss_fn`` (data made inside the compiled
     ``lax.scan``; hand-written RNN backward pass), ``--members`` networks vmapped
     and, with ``--devices 2`` (default: usable cores), the member axis split over
-    two host devices (one per core) as ``training.fit`` does.
+    two host devices (one per core) as ``training.fit`` does, each device running
+    its networks in cache blocks of at most ``runtime.member_block`` (5) networks.
+    The row ``jax_vmapped_unblocked`` is the same program as one vmap over all the
+    device's networks, timed in the same rounds (the blocking's own speed-up).
 (b) PyTorch in the authors' style: one network (``nn.Linear`` input and recurrent
     layers, a Python loop over the 22 time steps, ``nn.BCELoss`` on sigmoid outputs,
     ``torch.optim.Adam``), its batch generated with torch ops each step (cheaper than
@@ -47,6 +50,9 @@ def _parse():
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--out", default="docs/disentangle/BENCHMARK.md")
     p.add_argument("--top", type=int, default=30, help="ops listed by --profile")
+    p.add_argument("--member_block", type=int, default=None,
+                   help="networks per cache block and device (default: the Fig. 1 config's "
+                        "runtime.member_block); 0 = no blocking")
     p.add_argument("--profile", action="store_true",
                    help="print where one gbi_jax training step spends its time (per XLA op) "
                         "instead of timing against PyTorch")
@@ -77,8 +83,15 @@ from gbi_jax.tasks import EvidenceTask, stack_instances  # noqa: E402
 B, N, H = 16, 24, 64
 
 
-def jax_runner(members: int, steps: int):
-    """Blocking callable running ``steps`` training steps of ``members`` networks."""
+def fig1_member_block() -> int:
+    from experiments.disentangle.config import get_config
+
+    return get_config("fig1").runtime.member_block
+
+
+def jax_runner(members: int, steps: int, member_block=None):
+    """Blocking callable running ``steps`` training steps of ``members`` networks
+    (``member_block``: cache blocks per device as ``training.fit`` runs them)."""
     task = EvidenceTask(max_tasks=N, encoders=("relu",))  # as Fig. 1 builds it
     net = Network("rnn", task.input_size, N, hidden=H)
     insts = stack_instances([task.instance(s, N) for s in range(members)])
@@ -89,7 +102,9 @@ def jax_runner(members: int, steps: int):
     if n_dev > 1:
         state, keys, insts = training._shard_members(
             training._pad_members((state, keys, insts), n_dev))
-    chunk = training.make_chunk_fn(make_loss_fn(task, net, B), tx, steps)
+    chunk = training.make_chunk_fn(make_loss_fn(task, net, B), tx, steps,
+                                   member_block=member_block,
+                                   mesh=training.member_mesh() if n_dev > 1 else None)
     holder = {"state": state}
     limit = jnp.asarray(2 ** 30, jnp.int32)
 
@@ -101,9 +116,15 @@ def jax_runner(members: int, steps: int):
     return run, int(jax.tree_util.tree_leaves(state)[0].shape[0])
 
 
+def _block(args):
+    if args.member_block is None:
+        return fig1_member_block()
+    return args.member_block or None
+
+
 def profile(args, steps: int) -> int:
     """Print the per-op time of one training step of the vmapped program (``--profile``)."""
-    run, padded = jax_runner(args.members, steps)
+    run, padded = jax_runner(args.members, steps, _block(args))
     run()  # compile
     rows, wall = common.xla_op_profile(run, run.hlo_text(), devices=jax.device_count(),
                                        top=args.top)
@@ -113,7 +134,9 @@ def profile(args, steps: int) -> int:
         ["op", "ms/step", "% step", "calls/step", "result shape", "JAX source"],
         [[r["op"], f"{r['ms'] / steps:.3f}", f"{100 * r['ms'] / steps / step_ms:.1f}",
           f"{r['count'] / steps:g}", r["shape"], r["source"][-60:]] for r in rows])
-    print(f"{padded} networks ({per_dev} per device on {jax.device_count()} device(s)), "
+    sizes = "/".join(str(b - a) for a, b in training.member_blocks(per_dev, _block(args)))
+    print(f"{padded} networks ({per_dev} per device on {jax.device_count()} device(s), "
+          f"blocks of {sizes}), "
           f"{steps} steps traced: {step_ms:.2f} ms per step (with profiling on), "
           f"{args.members * steps / wall:,.0f} network-steps/s. Per op and device "
           f"(loops include their bodies):\n{table}")
@@ -196,15 +219,20 @@ def main():
 
     info = common.machine_info({"members (gbi_jax)": str(args.members)})
     jax_one, _ = jax_runner(1, steps) if jax.device_count() == 1 else (None, 1)
-    jax_many, padded = jax_runner(args.members, steps)
+    block = _block(args)
+    jax_many, padded = jax_runner(args.members, steps, block)
     fns = {"jax_vmapped": jax_many, "torch_1thread": torch_runner(torch_steps, 1),
            "torch_allthreads": torch_runner(torch_steps, len(os.sched_getaffinity(0)))}
+    if block is not None:  # the same program without cache blocking, side by side
+        fns["jax_vmapped_unblocked"] = jax_runner(args.members, steps, None)[0]
     if jax_one is not None:
         fns["jax_single"] = jax_one
     t0 = time.time()
     med = common.interleaved_medians(fns, repeats=repeats, warmup=1)
     rate = {
         "jax_vmapped": args.members * steps / med["jax_vmapped"],
+        **({"jax_vmapped_unblocked": args.members * steps / med["jax_vmapped_unblocked"]}
+           if "jax_vmapped_unblocked" in med else {}),
         "torch_1thread": torch_steps / med["torch_1thread"],
         "torch_allthreads": torch_steps / med["torch_allthreads"],
     }
@@ -216,7 +244,9 @@ def main():
     text = (f"# Disentangling RNN training throughput (gbi_jax vs PyTorch)\n\n"
             f"`python -m benchmarks.disentangle_train{' --quick' if args.quick else ''}`; "
             f"{args.members} networks vmapped ({padded} after padding to the "
-            f"{jax.device_count()} host device(s)), {steps} steps per timed call, "
+            f"{jax.device_count()} host device(s); `jax_vmapped` runs each device's networks "
+            f"in cache blocks of at most {block or padded} as `training.fit` does for Fig. 1, "
+            f"`jax_vmapped_unblocked` as one vmap), {steps} steps per timed call, "
             f"median of {repeats} interleaved rounds (timing took {time.time() - t0:.0f}s).\n\n"
             f"{table}\n\n**Per-network ratio gbi_jax (vmapped) / PyTorch: "
             f"{rate['jax_vmapped'] / torch_best:.1f}x**\n\n"

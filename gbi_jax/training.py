@@ -77,12 +77,49 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
     return train_step
 
 
-def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size: int):
+def _check_member_block(member_block) -> None:
+    if member_block is None:
+        return
+    if isinstance(member_block, bool) or not isinstance(member_block, (int, np.integer)) \
+            or member_block < 1:
+        raise ValueError(f"member_block must be a positive integer or None, got {member_block!r}.")
+
+
+def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
+    """``[start, stop)`` bounds splitting ``n`` members into ``ceil(n / member_block)``
+    blocks of near-equal size (sizes differ by at most one; the larger come first).
+
+    ``member_block=None`` gives one block of all ``n``.
+    """
+    _check_member_block(member_block)
+    if member_block is None or member_block >= n:
+        return [(0, n)]
+    sizes = [len(b) for b in np.array_split(np.arange(n), -(-n // int(member_block)))]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size: int, *,
+                  member_block: Optional[int] = None,
+                  mesh: Optional[jax.sharding.Mesh] = None):
     """Jitted ``(states[M], data[M], keys[M], limit) -> (states, metrics[M, chunk])``.
 
     ``chunk_size`` steps run inside one ``lax.scan``; the member axis is ``vmap``ped.
     Steps at or beyond ``limit`` (a traced int) leave the state unchanged, so a
     last, shorter chunk reuses the same compiled program.
+
+    Cache blocking (``member_block``): the members of each device are split into
+    blocks of at most ``member_block`` (:func:`member_blocks`), and the blocks run
+    their whole chunk one after the other (chained by ``optimization_barrier``, so
+    XLA cannot interleave them) instead of vmapping every step over all members at
+    once. A step's activations then scale with the block, not with all members, and
+    stay in the core's cache: on the 2-core host, 13 disentangling RNNs per core ran
+    about 1.2x faster in blocks of 5/4/4 than as one vmap of 13, with bitwise-equal
+    parameters (``python -m benchmarks.disentangle_train``). With ``mesh`` (a 1-D
+    mesh whose axis holds the member axis, as :func:`fit` builds it) the blocking
+    runs per device inside ``shard_map``; ``M`` must then divide the mesh size.
+    Results do not depend on ``member_block``: every member's step is the same
+    un-batched computation either way.
     """
     train_step = make_train_step(loss_fn, tx)
 
@@ -95,7 +132,29 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
 
         return jax.lax.scan(body, state, None, length=chunk_size)
 
-    return jax.jit(jax.vmap(one_member, in_axes=(0, 0, 0, None)), donate_argnums=(0,))
+    members = jax.vmap(one_member, in_axes=(0, 0, 0, None))
+    if member_block is None:
+        return jax.jit(members, donate_argnums=(0,))
+    _check_member_block(member_block)
+
+    def blocked(states, data, keys, limit):
+        n = keys.shape[0]
+        outs, prev = [], None
+        for a, b in member_blocks(n, member_block):
+            part = jax.tree_util.tree_map(lambda x: x[a:b], (states, data, keys))
+            if prev is not None:  # block k starts after block k - 1 has finished
+                part, prev = jax.lax.optimization_barrier((part, prev))
+            prev = members(*part, limit)
+            outs.append(prev)
+        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+
+    fn = blocked
+    if mesh is not None:
+        spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
+        fn = jax.shard_map(blocked, mesh=mesh, in_specs=(spec, spec, spec,
+                                                          jax.sharding.PartitionSpec()),
+                           out_specs=spec, check_vma=False)
+    return jax.jit(fn, donate_argnums=(0,))
 
 
 @dataclasses.dataclass
@@ -121,10 +180,14 @@ def _pad_members(tree: PyTree, multiple: int) -> PyTree:
     return jax.tree_util.tree_map(pad, tree)
 
 
+def member_mesh() -> jax.sharding.Mesh:
+    """The 1-D mesh ``("members",)`` over all local devices that :func:`fit` shards on."""
+    return jax.sharding.Mesh(np.array(jax.devices()), ("members",))
+
+
 def _shard_members(tree: PyTree) -> PyTree:
     """Place the (padded) member axis across all local devices."""
-    devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("members",))
+    mesh = member_mesh()
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
     return jax.device_put(tree, sharding)
 
@@ -179,7 +242,8 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         tx: optax.GradientTransformation, num_steps: int, seeds: Sequence[int],
         member_data: PyTree = None, chunk_size: int = 100, workdir: Optional[Workdir] = None,
         checkpoint_every: int = 1, log_every: int = 1, shard: bool = True,
-        on_chunk: Optional[Callable[[int], None]] = None, name: str = "train") -> FitResult:
+        member_block: Optional[int] = None, on_chunk: Optional[Callable[[int], None]] = None,
+        name: str = "train") -> FitResult:
     """Train ``len(seeds)`` networks together.
 
     Args:
@@ -196,6 +260,9 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
       log_every: record one metrics row every this many steps (averaged over
         the steps in between).
       shard: split the member axis over devices when there are several.
+      member_block: run each device's members in sequential blocks of at most this
+        many (cache blocking, see :func:`make_chunk_fn`); ``None``: one vmap over all.
+        Same results either way.
       on_chunk: called with the completed step after every chunk (after saving);
         used by tests to simulate an interruption.
       name: checkpoint sub-directory and metrics tag, to keep several fits in one
@@ -212,6 +279,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     if log_every < 1 or checkpoint_every < 1:
         raise ValueError("log_every and checkpoint_every must be >= 1.")
+    _check_member_block(member_block)
     seeds = [int(s) for s in seeds]
     m = len(seeds)
     if m < 1:
@@ -253,7 +321,8 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         state, keys, member_data = _shard_members(
             _pad_members((state, keys, member_data), n_dev))
 
-    chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps))
+    chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
+                             mesh=member_mesh() if sharded else None)
     steps_log, hist = [], {}
     last_saved = start
     t0, s0 = time.time(), start

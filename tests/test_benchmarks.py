@@ -20,7 +20,7 @@ def test_disentangle_train_profile_lists_the_step_ops():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
-    assert "2 networks (2 per device on 1 device(s)), 3 steps traced" in text
+    assert "2 networks (2 per device on 1 device(s), blocks of 2), 3 steps traced" in text
     rows = [line.split() for line in text.splitlines()[3:] if line.strip()]
     assert len(rows) >= 10, text
     # Each row is one HLO op (a single name, not the runtime's "end: <op>" completion markers

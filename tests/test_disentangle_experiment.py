@@ -29,10 +29,42 @@ def test_handwritten_rnn_backward_matches_autodiff(core, alpha):
     fast = Network(core, task.input_size, 6, hidden=16, alpha=alpha)
     plain = Network(core, task.input_size, 6, hidden=16, alpha=alpha, custom_grad=False)
     params = fast.init(jax.random.PRNGKey(0))
+    # Gradients w.r.t. the parameters and the inputs, through the readout and the hidden
+    # states (so both cotangent paths of the hand-written backward pass are exercised).
     grad = lambda net: jax.jit(jax.grad(
-        lambda p: jnp.sum(jnp.sin(net.apply(p, b.inputs)[0]))))(params)
-    for a, c in zip(jax.tree_util.tree_leaves(grad(fast)), jax.tree_util.tree_leaves(grad(plain))):
+        lambda p, x: jnp.sum(jnp.sin(net.apply(p, x)[0])) + jnp.sum(net.apply(p, x)[1] ** 2),
+        argnums=(0, 1)))(params, b.inputs)
+    leaves = lambda t: jax.tree_util.tree_leaves(t)
+    new, ref = leaves(grad(fast)), leaves(grad(plain))
+    assert len(new) == len(ref) == 7
+    for a, c in zip(new, ref):
+        assert a.shape == c.shape
         np.testing.assert_allclose(a, c, rtol=2e-4, atol=1e-5)
+
+
+def test_rnn_training_does_not_depend_on_member_blocking():
+    """The Fig. 1 training program in cache blocks of 2 + 1 networks = one vmap of 3."""
+    import optax
+
+    from experiments.disentangle.experiment import make_loss_fn
+    from gbi_jax import training
+
+    task = EvidenceTask(max_tasks=6, encoders=("relu",))
+    net = Network("rnn", task.input_size, 6, hidden=16)
+    insts = stack_instances([task.instance(s, n) for s, n in ((0, 2), (1, 3), (2, 6))])
+    tx = optax.adam(1e-3)
+    keys = training.member_keys(range(3))
+    init = jax.jit(jax.vmap(lambda k: training.init_state(net.init(k), tx)))
+    out = {}
+    for block in (None, 2):
+        chunk = training.make_chunk_fn(make_loss_fn(task, net, 8), tx, 20, member_block=block)
+        state, metrics = chunk(init(keys), insts, keys, jnp.asarray(20, jnp.int32))
+        assert metrics["loss"].shape == (3, 20)
+        out[block] = jax.tree_util.tree_leaves(state.params)
+    start = jax.tree_util.tree_leaves(init(keys).params)
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(out[None], start)) > 1e-3
+    for a, b in zip(out[None], out[2]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 def test_readout_linear_matches_autodiff_also_vmapped():
@@ -157,6 +189,7 @@ def test_unknown_variant_rejected():
     ("eval.decoder", "lasso", "eval.decoder"),
     ("eval.decoder_steps", (10, 10), "eval.decoder_steps"),
     ("seeds", (0, 0), "seeds"),
+    ("runtime.member_block", 0, "runtime.member_block"),
 ])
 def test_bad_config_values_rejected(field, value, match):
     c = dis_config.get_config("smoke")

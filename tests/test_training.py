@@ -64,6 +64,26 @@ def test_chunking_does_not_change_results():
     assert _maxdiff(a.state.params, c.state.params) < 1e-6
 
 
+def test_member_blocks_split_evenly_and_reject_bad_sizes():
+    assert training.member_blocks(13, 5) == [(0, 5), (5, 9), (9, 13)]
+    assert training.member_blocks(12, 4) == [(0, 4), (4, 8), (8, 12)]
+    assert training.member_blocks(3, None) == [(0, 3)]
+    assert training.member_blocks(3, 8) == [(0, 3)]
+    assert training.member_blocks(3, 1) == [(0, 1), (1, 2), (2, 3)]
+    for bad in (0, -2, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="member_block"):
+            training.member_blocks(6, bad)
+
+
+def test_member_blocking_does_not_change_results():
+    """Blocks run one after the other, each vmapped: same updates as one vmap."""
+    plain = _fit(num_steps=60, chunk_size=25)
+    for block in (1, 2):  # 3 members -> [1, 1, 1] and [2, 1]
+        blocked = _fit(num_steps=60, chunk_size=25, member_block=block)
+        assert _maxdiff(plain.state.params, blocked.state.params) < 1e-6
+        np.testing.assert_allclose(blocked.history["loss"], plain.history["loss"], rtol=1e-5)
+
+
 def test_interrupted_run_resumes_to_identical_result(tmp_path):
     reference = _fit()
 
@@ -121,6 +141,7 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
     (dict(chunk_size=0), "chunk_size"),
     (dict(seeds=()), "seeds"),
     (dict(member_data=jnp.zeros((2, 3))), "member_data"),
+    (dict(member_block=0), "member_block"),
 ])
 def test_bad_arguments_name_the_field(kwargs, message):
     args = dict(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
@@ -158,21 +179,23 @@ from test_training import init_fn, loss_fn, TARGETS
 from gbi_jax import training
 assert jax.device_count() == 2, jax.devices()
 out = {{}}
-for shard in (True, False):
+for shard, block in ((True, None), (False, None), (True, 1)):
     r = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
-                     member_data=TARGETS, num_steps=60, chunk_size=25, shard=shard)
+                     member_data=TARGETS, num_steps=60, chunk_size=25, shard=shard,
+                     member_block=block)
     w = r.state.params["w"]
     # the result is gathered onto one device: later jitted work is not SPMD
     assert len(w.sharding.device_set) == 1, w.sharding
     assert np.isfinite(np.asarray(jax.jit(jnp.linalg.solve)(w @ w.T + jnp.eye(3), jnp.ones(3)))).all()
-    out[shard] = np.asarray(w)
-    assert out[shard].shape == (3, 3)
-np.save({path!r}, np.stack([out[True], out[False]]))
+    out[shard, block] = np.asarray(w)
+    assert out[shard, block].shape == (3, 3)
+np.save({path!r}, np.stack([out[True, None], out[False, None], out[True, 1]]))
 """
 
 
 def test_members_shard_over_two_host_devices(tmp_path):
-    """3 members padded to 4 and split over 2 fake CPU devices = unsharded result."""
+    """3 members padded to 4 and split over 2 fake CPU devices = unsharded result; also
+    with each device running its 2 members as blocks of 1 (``shard_map``)."""
     import subprocess
     import sys
 
@@ -181,7 +204,8 @@ def test_members_shard_over_two_host_devices(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     subprocess.run([sys.executable, "-c", _SHARD_SCRIPT.format(tests=tests, path=path)],
                    check=True, env=env, cwd=os.path.dirname(tests), timeout=300)
-    sharded, single = np.load(path)
+    sharded, single, blocked = np.load(path)
     np.testing.assert_allclose(sharded, single, atol=1e-6)
+    np.testing.assert_allclose(blocked, single, atol=1e-6)
     reference = _fit(num_steps=60, chunk_size=25)
     np.testing.assert_allclose(sharded, np.asarray(reference.state.params["w"]), atol=1e-6)

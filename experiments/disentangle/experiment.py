@@ -100,6 +100,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(tr.chunk_size >= 1, "train.chunk_size", "must be >= 1")
     need(tr.log_every >= 1, "train.log_every", "must be >= 1")
     need(tr.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    mb = config.runtime.member_block
+    need(mb is None or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1),
+         "runtime.member_block", f"must be an integer >= 1 or None, got {mb!r}")
     e = config.eval
     need(e.decoder in ("adam", "ridge"), "eval.decoder", f"must be 'adam' or 'ridge', got {e.decoder!r}")
     need(len(e.decoder_steps) == 3 and all(s >= 1 for s in e.decoder_steps),
@@ -218,7 +221,8 @@ def train_group(config, name, members, wd):
         tx=optax.adam(config.train.lr), num_steps=int(steps),
         seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
         chunk_size=config.train.chunk_size, workdir=wd, log_every=config.train.log_every,
-        checkpoint_every=config.train.checkpoint_every, name=name)
+        checkpoint_every=config.train.checkpoint_every,
+        member_block=config.runtime.member_block, name=name)
     return task, net, insts, fit
 
 
@@ -310,7 +314,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train every group, evaluate, write results/tables/figure; return the results."""
     validate(config)
     wd = Workdir(workdir)
-    wd.claim(config, ignore=("figures",))
+    wd.claim(config, ignore=("figures", "runtime"))
     t_start = time.time()
     members = members_of(config)
     groups = groups_of(members)
