@@ -5,7 +5,8 @@ their states are stacked on a leading axis and every step is ``vmap``ped, so
 seeds, experimental arms (different data streams) and hyper-parameter values
 that only change data run as one compiled program. When the process sees more
 than one device (e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on
-a 2-core CPU), the member axis is sharded across devices.
+a 2-core CPU), the member axis is sharded across devices; ``member_block`` runs
+each device's members in sequential cache-sized blocks (speed only).
 
 Randomness: member ``m`` uses ``key_m = PRNGKey(seeds[m])``; its init key and
 the key of step ``s`` are ``fold_in``s of it, so results do not depend on the
@@ -117,9 +118,11 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     about 1.2x faster in blocks of 5/4/4 than as one vmap of 13, with bitwise-equal
     parameters (``python -m benchmarks.disentangle_train``). With ``mesh`` (a 1-D
     mesh whose axis holds the member axis, as :func:`fit` builds it) the blocking
-    runs per device inside ``shard_map``; ``M`` must then divide the mesh size.
-    Results do not depend on ``member_block``: every member's step is the same
-    un-batched computation either way.
+    runs per device inside ``shard_map``; the mesh size must then divide ``M``.
+    Every member gets the same updates whatever the blocking; they are bitwise equal
+    when XLA's kernels round alike for the different batch sizes (measured for the
+    disentangling RNN; a batched dot contracting a non-minor axis once did not, and
+    then the parameters differ by float rounding only).
     """
     train_step = make_train_step(loss_fn, tx)
 
@@ -262,7 +265,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
       shard: split the member axis over devices when there are several.
       member_block: run each device's members in sequential blocks of at most this
         many (cache blocking, see :func:`make_chunk_fn`); ``None``: one vmap over all.
-        Same results either way.
+        Same updates either way (up to float rounding of batched kernels).
       on_chunk: called with the completed step after every chunk (after saving);
         used by tests to simulate an interruption.
       name: checkpoint sub-directory and metrics tag, to keep several fits in one
