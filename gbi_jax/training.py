@@ -136,9 +136,9 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
         return jax.lax.scan(body, state, None, length=chunk_size)
 
     members = jax.vmap(one_member, in_axes=(0, 0, 0, None))
+    _check_member_block(member_block)
     if member_block is None:
         return jax.jit(members, donate_argnums=(0,))
-    _check_member_block(member_block)
 
     def blocked(states, data, keys, limit):
         n = keys.shape[0]

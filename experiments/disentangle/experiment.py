@@ -100,9 +100,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(tr.chunk_size >= 1, "train.chunk_size", "must be >= 1")
     need(tr.log_every >= 1, "train.log_every", "must be >= 1")
     need(tr.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
-    mb = config.runtime.member_block
-    need(mb is None or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1),
-         "runtime.member_block", f"must be an integer >= 1 or None, got {mb!r}")
+    try:
+        training.member_blocks(1, config.runtime.member_block)
+    except ValueError as err:
+        need(False, "runtime.member_block", str(err))
     e = config.eval
     need(e.decoder in ("adam", "ridge"), "eval.decoder", f"must be 'adam' or 'ridge', got {e.decoder!r}")
     need(len(e.decoder_steps) == 3 and all(s >= 1 for s in e.decoder_steps),

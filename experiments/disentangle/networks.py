@@ -52,19 +52,9 @@ def _uniform(key, shape, bound):
 # ---------------------------------------------------------------------------
 # ReLU recurrence with a hand-written backward pass.
 # ---------------------------------------------------------------------------
-def _recurrence_forward(drive, w_rec, decay, alpha):
-    """``h_t = decay h_{t-1} + alpha relu(drive_t + h_{t-1} W)``; time-major ``drive [S, B, H]``."""
-    def body(h, d):
-        pre = d + h @ w_rec
-        h = decay * h + alpha * jax.nn.relu(pre)
-        return h, (h, pre)
-
-    _, (hs, pres) = jax.lax.scan(body, jnp.zeros(drive.shape[1:], drive.dtype), drive)
-    return hs, pres
-
-
 def _rnn_scan(u, w_in, b, w_rec, decay, alpha, residuals):
-    """Forward of :func:`relu_rnn`; with ``residuals`` also what its backward needs."""
+    """Forward of :func:`relu_rnn` (also the plain-autodiff path, ``custom_grad=False``);
+    with ``residuals`` also what its backward needs."""
     drive = u @ w_in + b  # [S, B, H]
     steps, batch, hid = drive.shape
 
@@ -261,12 +251,8 @@ class Network:
             decay = 1.0 - self.alpha if self.core == "rnn" else 1.0
             u = jnp.swapaxes(inputs, 0, 1)  # [S, B, F]
             bias = params["b_in"] + params["b_rec"]
-            if self.custom_grad:
-                hs = relu_rnn(u, params["w_in"], bias, params["w_rec"], float(decay),
-                              float(self.alpha))
-            else:
-                drive = u @ params["w_in"] + bias
-                hs = _recurrence_forward(drive, params["w_rec"], decay, self.alpha)[0]
+            args = (u, params["w_in"], bias, params["w_rec"], float(decay), float(self.alpha))
+            hs = relu_rnn(*args) if self.custom_grad else _rnn_scan(*args, residuals=False)[0]
             hidden = jnp.swapaxes(hs, 0, 1)
         else:
             cell = self._flax_core()
