@@ -1,6 +1,7 @@
-"""From a sweep's override dicts to concrete jobs: workdir names, seed merging, commands.
+"""From a sweep's jobs to concrete jobs: workdir names, seed merging, commands.
 
-Workdir names are stable and filesystem-safe: the overrides sorted by key and
+A `launch.sweep.Run` names its workdir itself. A plain override dict gets a
+workdir name that is stable and filesystem-safe: the overrides sorted by key and
 rendered as ``key=value`` joined by commas, e.g. ``latent.lr=0.1,seed=0``
 (tuples as ``seeds=0_1_2``, no overrides as ``default``). When that rendering
 could be ambiguous or unsafe (strings with characters outside
@@ -23,7 +24,7 @@ import re
 import sys
 from typing import Any, Mapping, Sequence
 
-from launch.sweep import Overrides, Sweep
+from launch.sweep import JobSpec, Overrides, Run, Sweep
 
 SEED_KEY = "seed"
 SEEDS_KEY = "seeds"
@@ -46,11 +47,13 @@ class Job:
         overrides: dotted config path -> value passed as ``--config.<path>=<value>``.
         seed_jobs: for a vmap-merged job, the per-seed jobs it stands for, in the
             order of ``overrides["seeds"]``; empty for an ordinary job.
+        config: the job's config file spec (None: the sweep's ``config``).
     """
 
     name: str
     overrides: Overrides
     seed_jobs: tuple["Job", ...] = ()
+    config: str | None = None
 
     @property
     def is_merged(self) -> bool:
@@ -66,7 +69,8 @@ def _render(value: Any) -> tuple[str, bool]:
     if isinstance(value, tuple):
         parts = [_render(v) for v in value]
         nested = any(isinstance(v, tuple) for v in value)
-        return "_".join(p for p, _ in parts), all(e for _, e in parts) and not nested and bool(value)
+        exact = all(e for _, e in parts) and not nested and bool(value)
+        return "_".join(p for p, _ in parts), exact
     if isinstance(value, float):
         return repr(value), True
     if isinstance(value, str):
@@ -108,24 +112,27 @@ def workdir_name(overrides: Mapping[str, Any]) -> str:
     return name
 
 
-def plan_jobs(jobs: Sequence[Overrides]) -> list[Job]:
-    """One `Job` per override dict; raises on jobs that would share a workdir."""
-    planned = [Job(workdir_name(o), dict(o)) for o in jobs]
+def plan_jobs(jobs: Sequence[JobSpec]) -> list[Job]:
+    """One `Job` per override dict or `Run`; raises on jobs that would share a workdir."""
+    planned = [Job(j.name, dict(j.overrides), config=j.config) if isinstance(j, Run)
+               else Job(workdir_name(j), dict(j)) for j in jobs]
     seen: dict[str, int] = {}
     for i, job in enumerate(planned):
         if job.name in seen:
             raise ValueError(
                 f"sweep jobs {seen[job.name]} and {i} map to the same workdir {job.name!r} "
-                f"(overrides {jobs[seen[job.name]]!r} and {jobs[i]!r}); remove the duplicate")
+                f"({jobs[seen[job.name]]!r} and {jobs[i]!r}); remove the duplicate")
         seen[job.name] = i
     return planned
 
 
-def group_by_seed(jobs: Sequence[Job], seed_key: str = SEED_KEY) -> list[tuple[Overrides, list[Job]]]:
+def group_by_seed(jobs: Sequence[Job],
+                  seed_key: str = SEED_KEY) -> list[tuple[Overrides, list[Job]]]:
     """Groups jobs whose overrides are equal apart from `seed_key` (and ``seeds``).
 
     Returns (base overrides without the seed keys, jobs) pairs in first-appearance
-    order. Jobs without `seed_key` form groups of their own.
+    order. Jobs without `seed_key` form groups of their own, and so do jobs with
+    different configs.
     """
     groups: dict[str, tuple[Overrides, list[Job]]] = {}
     for job in jobs:
@@ -133,7 +140,8 @@ def group_by_seed(jobs: Sequence[Job], seed_key: str = SEED_KEY) -> list[tuple[O
             groups[f"solo:{job.name}"] = ({}, [job])
             continue
         base = {k: v for k, v in job.overrides.items() if k not in (seed_key, SEEDS_KEY)}
-        groups.setdefault(f"group:{workdir_name(base)}", (base, []))[1].append(job)
+        key = f"group:{job.config!r}:{workdir_name(base)}"
+        groups.setdefault(key, (base, []))[1].append(job)
     return list(groups.values())
 
 
@@ -142,7 +150,7 @@ def merge_seeds(base: Overrides, seed_jobs: Sequence[Job], seed_key: str = SEED_
     """One job that runs all `seed_jobs` at once with ``seeds=(s0, s1, ...)``."""
     seeds = tuple(job.overrides[seed_key] for job in seed_jobs)
     overrides = {**base, seeds_key: seeds}
-    return Job(workdir_name(overrides), overrides, tuple(seed_jobs))
+    return Job(workdir_name(overrides), overrides, tuple(seed_jobs), seed_jobs[0].config)
 
 
 def seed_results(results: Mapping[str, Any], index: int, num_seeds: int) -> dict[str, Any]:
@@ -180,6 +188,6 @@ def config_flag_value(value: Any) -> str:
 def command(sweep: Sweep, job: Job, workdir: str, python: str | None = None) -> list[str]:
     """The argv that runs `job` of `sweep` in `workdir`."""
     argv = [python or sys.executable, "-m", sweep.experiment,
-            f"--config={sweep.config}", f"--workdir={os.path.abspath(workdir)}"]
+            f"--config={job.config or sweep.config}", f"--workdir={os.path.abspath(workdir)}"]
     argv += [f"--config.{k}={config_flag_value(v)}" for k, v in job.overrides.items()]
     return argv

@@ -5,16 +5,21 @@ Usage (from the project root)::
     python -m launch.run --sweep=launch/sweeps/gbi_toy_seeds.py \
         --root=workdirs/sweeps/gbi_toy_seeds [--parallel=2] [--mode=processes|vmap] [--dry_run]
     python -m launch.aggregate --root=workdirs/sweeps/gbi_toy_seeds   # re-aggregate only
+    python -m launch.run --sweep=launch/sweeps/disentangle_panels.py:fig5   # one figure's runs
 
 A sweep file defines ``get_sweep()`` (``get_sweep(arg)`` with ``--sweep=file.py:arg``)
 returning ``launch.sweep.Sweep(experiment=..., config=..., jobs=[...])``; build the
 jobs with ``launch.sweep.product / zipit / sweep / fixed / chain``, e.g.
-``product(sweep("seed", (0, 1, 2)), sweep("latent.lr", (0.1, 0.3)))``.
+``product(sweep("seed", (0, 1, 2)), sweep("latent.lr", (0.1, 0.3)))``, or list
+``launch.sweep.Run(name, overrides, config=...)`` s to name workdirs explicitly.
 
 Each job runs ``python -m <experiment> --config=<config> --workdir=<root>/<name>
 --config.<key>=<value> ...`` in its own workdir, named from its overrides
-(``latent.lr=0.1,seed=0``), with stdout+stderr appended to ``<workdir>/log.txt``.
-At most ``--parallel`` jobs (default: number of cores) run at once. Jobs whose
+(``latent.lr=0.1,seed=0``) or by its `Run`, with stdout+stderr appended to
+``<workdir>/log.txt``. At most ``--parallel`` jobs run at once (default: the sweep's
+``parallel``, else the number of cores; 1 for sweeps whose jobs each use every
+core). ``--root`` defaults to the sweep's ``root``, else
+``workdirs/sweeps/<sweep file stem>``. Jobs whose
 workdir already holds ``results.json`` are skipped, so rerunning a sweep only runs
 what is missing or failed. A failed job is reported with the tail of its log and
 does not stop the others; the exit status is 1 if any job failed. Ctrl-C or
@@ -28,7 +33,8 @@ vmap). If its results.json has ``per_seed``: a list of dicts aligned with
 merged job is one row with a ``seeds`` column.
 
 After the run, ``<root>/results.csv`` (one row per run: overrides + flattened
-results) and ``<root>/summary.md`` (mean ± std over seeds per setting) are written.
+results) and ``<root>/summary.md`` (mean ± std over seeds per setting) are written,
+unless the sweep turns aggregation off (``Sweep.aggregate``) or ``--noaggregate``.
 """
 
 from __future__ import annotations
@@ -40,16 +46,22 @@ from typing import Sequence
 from absl import app, flags
 
 from launch import runner
+from launch.sweep import load_sweep
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path/to/sweep.py[:arg].")
 _ROOT = flags.DEFINE_string(
-    "root", None, "Sweep root directory (default: workdirs/sweeps/<sweep file stem>).")
+    "root", None,
+    "Sweep root directory (default: the sweep's root, else workdirs/sweeps/<sweep file stem>).")
 _PARALLEL = flags.DEFINE_integer(
-    "parallel", None, "Maximum concurrent jobs (default: number of CPU cores).", lower_bound=1)
+    "parallel", None,
+    "Maximum concurrent jobs (default: the sweep's parallel, else number of CPU cores).",
+    lower_bound=1)
 _MODE = flags.DEFINE_enum("mode", "processes", runner.MODES,
                           "processes: one process per job; vmap: merge seeds into one job.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the jobs and commands; run nothing.")
-_AGGREGATE = flags.DEFINE_bool("aggregate", True, "Write results.csv and summary.md after the run.")
+_AGGREGATE = flags.DEFINE_bool(
+    "aggregate", None,
+    "Write results.csv and summary.md after the run (default: the sweep's aggregate).")
 
 flags.mark_flag_as_required("sweep")
 
@@ -63,9 +75,10 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    root = _ROOT.value or os.path.join(
+    sweep = load_sweep(_SWEEP.value)
+    root = _ROOT.value or sweep.root or os.path.join(
         "workdirs", "sweeps", os.path.splitext(os.path.basename(_SWEEP.value.partition(":")[0]))[0])
-    report = runner.run_sweep(_SWEEP.value, root, parallel=_PARALLEL.value, mode=_MODE.value,
+    report = runner.run_sweep(sweep, root, parallel=_PARALLEL.value, mode=_MODE.value,
                               dry_run=_DRY_RUN.value, aggregate=_AGGREGATE.value)
     return report.exit_code
 

@@ -202,7 +202,7 @@ def run_sweep(
     cwd: str | None = None,
     python: str | None = None,
     env: dict[str, str] | None = None,
-    aggregate: bool = True,
+    aggregate: bool | None = None,
     log: Callable[[str], None] | None = None,
     poll_seconds: float = 0.02,
 ) -> RunReport:
@@ -211,14 +211,16 @@ def run_sweep(
     Args:
         sweep: a `Sweep`, or a sweep file spec ``path.py[:arg]``.
         root: sweep root directory; one workdir per job is made under it.
-        parallel: maximum number of concurrent subprocesses (default: CPU count).
+        parallel: maximum number of concurrent subprocesses (default: the sweep's
+            ``parallel``, else the CPU count).
         mode: "processes" or "vmap" (see module docstring).
         dry_run: print the plan and commands; run and write nothing.
         cwd: project root the jobs run in (config paths are relative to it and
             it is put on PYTHONPATH); default: the current directory.
         python: interpreter for the jobs (default: this one).
         env: extra environment variables for the jobs.
-        aggregate: write <root>/results.csv and summary.md after the run.
+        aggregate: write <root>/results.csv and summary.md after the run (default:
+            the sweep's ``aggregate``).
         log: progress printer (default: print to stdout).
 
     Returns:
@@ -230,16 +232,18 @@ def run_sweep(
         sweep = load_sweep(sweep)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    parallel = parallel or os.cpu_count() or 1
+    parallel = parallel or sweep.parallel or os.cpu_count() or 1
     if parallel < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
+    aggregate = sweep.aggregate if aggregate is None else aggregate
     cwd = os.path.abspath(cwd or os.getcwd())
     root = os.path.abspath(root)
-    config_path = sweep.config.partition(":")[0]
-    if not os.path.isfile(os.path.join(cwd, config_path)):
-        raise FileNotFoundError(
-            f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
-            "run from the project root or pass cwd=")
+    for spec in sweep.configs():
+        config_path = spec.partition(":")[0]
+        if not os.path.isfile(os.path.join(cwd, config_path)):
+            raise FileNotFoundError(
+                f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
+                "run from the project root or pass cwd=")
 
     to_run, done = plan(sweep, root, mode)
     results = [JobResult(j, os.path.join(root, j.name), "skipped",
@@ -291,12 +295,13 @@ def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, m
                 os.makedirs(workdir, exist_ok=True)
                 argv = jobs_lib.command(sweep, job, workdir, python)
                 meta = {"name": job.name, "overrides": job.overrides, "mode": mode,
-                        "experiment": sweep.experiment, "config": sweep.config,
+                        "experiment": sweep.experiment, "config": job.config or sweep.config,
                         "command": shlex.join(argv)}
                 if job.is_merged:
                     meta["seed_jobs"] = [j.name for j in job.seed_jobs]
                 _write_json(os.path.join(workdir, JOB_FILE), meta)
-                logfile = open(os.path.join(workdir, LOG_FILE), "ab")  # pylint: disable=consider-using-with
+                # pylint: disable-next=consider-using-with
+                logfile = open(os.path.join(workdir, LOG_FILE), "ab")
                 logfile.write(f"{_LAUNCH_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}: "
                               f"{shlex.join(argv)}\n".encode())
                 logfile.flush()
@@ -352,5 +357,6 @@ def _log_result(log: Callable[[str], None], r: JobResult, i: int, total: int) ->
         line += f"  {r.note}"
     if r.status == "failed":
         indented = "\n".join("    | " + l for l in r.log_tail.splitlines())
-        line += f"\n    exit code {r.returncode}; last lines of {os.path.join(r.workdir, LOG_FILE)}:\n{indented}"
+        line += (f"\n    exit code {r.returncode}; last lines of "
+                 f"{os.path.join(r.workdir, LOG_FILE)}:\n{indented}")
     log(line)

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from launch import aggregate, jobs, runner
-from launch.sweep import Sweep, as_sweep, chain, fixed, load_sweep, product, sweep, zipit
+from launch.sweep import Run, Sweep, as_sweep, chain, fixed, load_sweep, product, sweep, zipit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
@@ -132,7 +132,7 @@ def test_unknown_mode(tmp_path):
         run([{"seed": 0}], tmp_path, mode="threads")
 
 
-# -- workdir names and commands ----------------------------------------------------------------------
+# -- workdir names and commands -------------------------------------------------------------------
 
 
 def test_workdir_names_are_stable_readable_and_safe():
@@ -161,7 +161,8 @@ def test_command_uses_config_flags_syntax():
     s = fake_sweep([{}])
     job = jobs.Job("x", {"seeds": (0, 1), "latent.lr": 0.1, "tag": "a b", "fail": False})
     argv = jobs.command(s, job, "/tmp/x", python="py")
-    assert argv[:5] == ["py", "-m", "fake_experiment.main", "--config=fake_experiment/config.py:smoke",
+    assert argv[:5] == ["py", "-m", "fake_experiment.main",
+                        "--config=fake_experiment/config.py:smoke",
                         "--workdir=/tmp/x"]
     assert argv[5:] == ["--config.seeds=(0, 1)", "--config.latent.lr=0.1", "--config.tag=a b",
                         "--config.fail=False"]
@@ -211,7 +212,8 @@ def test_parallel_run_failure_skip_and_aggregate(tmp_path):
     status2 = {r.job.name: r.status for r in report2.results}
     assert status2.pop("fail=True") == "failed"
     assert set(status2.values()) == {"skipped"}
-    assert read_json(str(tmp_path / "latent.lr=0.1,seed=0,sleep=0.2" / "results.json")) == results_00
+    path = tmp_path / "latent.lr=0.1,seed=0,sleep=0.2" / "results.json"
+    assert read_json(str(path)) == results_00
     assert report2.failed[0].log_tail.count("=== launch") == 1  # tail of the latest attempt only
 
 
@@ -225,6 +227,67 @@ def test_parallel_one_runs_sequentially(tmp_path):
     assert not os.path.exists(tmp_path / "results.csv")
 
 
+def test_named_runs_with_their_own_configs_and_sweep_defaults(tmp_path):
+    s = Sweep(experiment="fake_experiment.main", config=None, name="named",
+              jobs=[Run("first", {"latent.lr": 0.5}, config="fake_experiment/config.py"),
+                    Run("second", {"seed": 1, "sleep": 0.2},
+                        config="fake_experiment/config.py:smoke"),
+                    Run("third", {"sleep": 0.2}, config="fake_experiment/config.py:smoke")],
+              parallel=1, aggregate=False)
+    assert s.configs() == ["fake_experiment/config.py", "fake_experiment/config.py:smoke"]
+    report = runner.run_sweep(s, str(tmp_path), cwd=FIXTURES, log=lambda m: None)
+    assert [r.status for r in report.results] == ["ok", "ok", "ok"]
+    assert max_concurrency(report.results) == 1  # the sweep's parallel
+    assert not os.path.exists(tmp_path / "results.csv")  # the sweep's aggregate
+    first = read_json(str(tmp_path / "first" / "results.json"))
+    assert first["tag"] == "default" and first["loss"] == pytest.approx(0.5)
+    second = read_json(str(tmp_path / "second" / "results.json"))
+    assert second["tag"] == "smoke" and second["loss"] == pytest.approx(0.2)
+    meta = read_json(str(tmp_path / "first" / "job.json"))
+    assert meta["config"] == "fake_experiment/config.py" and meta["name"] == "first"
+    # explicit arguments win over the sweep's defaults
+    report = runner.run_sweep(s, str(tmp_path / "b"), cwd=FIXTURES, parallel=2, aggregate=True,
+                              log=lambda m: None)
+    assert max_concurrency(report.results) == 2
+    assert len(read_csv(str(tmp_path / "b" / "results.csv"))) == 3
+
+
+def test_bad_runs_rejected():
+    with pytest.raises(ValueError, match="directory name"):
+        Run("a/b")
+    with pytest.raises(ValueError, match="directory name"):
+        Run("..")
+    with pytest.raises(ValueError, match="has no config"):
+        Sweep("m", None, [Run("a")])
+    with pytest.raises(ValueError, match="plain dict but Sweep.config is None"):
+        Sweep("m", None, [Run("a", config="c.py"), {"seed": 0}])
+    with pytest.raises(ValueError, match="same workdir 'a'"):
+        jobs.plan_jobs([Run("a"), Run("a", {"seed": 1})])
+    with pytest.raises(ValueError, match="parallel"):
+        Sweep("m", "c.py", [{}], parallel=0)
+
+
+def test_sweep_file_with_a_dataclass_and_defaults(tmp_path):
+    path = tmp_path / "s.py"
+    path.write_text(textwrap.dedent("""
+        from __future__ import annotations
+        import dataclasses
+        from launch.sweep import Run, Sweep
+
+        @dataclasses.dataclass(frozen=True)
+        class Spec:
+            name: str
+            lr: float
+
+        def get_sweep():
+            return Sweep("m", "c.py", [Run(s.name, {"lr": s.lr}) for s in (Spec("x", 0.1),)],
+                         root="workdirs/x", parallel=1)
+    """))
+    s = load_sweep(str(path))
+    assert (s.root, s.parallel, s.name) == ("workdirs/x", 1, "s")
+    assert [j.name for j in jobs.plan_jobs(s.jobs)] == ["x"]
+
+
 def test_dry_run_writes_nothing(tmp_path):
     root = tmp_path / "root"
     report = run([{"seed": 0}, {"seed": 1}], root, dry_run=True)
@@ -234,7 +297,8 @@ def test_dry_run_writes_nothing(tmp_path):
 
 
 def test_vmap_mode_merges_seeds_and_splits_results(tmp_path):
-    job_list = product(fixed("seeds", (0,)), sweep("seed", [0, 1, 2]), sweep("latent.lr", [0.1, 0.2]))
+    job_list = product(fixed("seeds", (0,)), sweep("seed", [0, 1, 2]),
+                       sweep("latent.lr", [0.1, 0.2]))
     report = run(job_list, tmp_path, mode="vmap", parallel=2)
     assert report.exit_code == 0
     assert sorted(r.job.name for r in report.results) == [
