@@ -120,9 +120,8 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     mesh whose axis holds the member axis, as :func:`fit` builds it) the blocking
     runs per device inside ``shard_map``; the mesh size must then divide ``M``.
     Every member gets the same updates whatever the blocking; they are bitwise equal
-    when XLA's kernels round alike for the different batch sizes (measured for the
-    disentangling RNN; a batched dot contracting a non-minor axis once did not, and
-    then the parameters differ by float rounding only).
+    when XLA's kernels round alike for the different batch sizes (as for the
+    disentangling RNN), and otherwise differ by float rounding only.
     """
     train_step = make_train_step(loss_fn, tx)
 
@@ -241,6 +240,117 @@ def _restore(manager, abstract: TrainState) -> tuple[int, TrainState]:
     return step, restored
 
 
+def _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_block,
+                    seeds: Sequence[int], member_data: PyTree) -> list[int]:
+    """Raise ValueError naming the first bad argument of :func:`fit`; return the int seeds."""
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    if log_every < 1 or checkpoint_every < 1:
+        raise ValueError("log_every and checkpoint_every must be >= 1.")
+    _check_member_block(member_block)
+    seeds = [int(s) for s in seeds]
+    m = len(seeds)
+    if m < 1:
+        raise ValueError("seeds must name at least one member.")
+    if member_data is not None:
+        for leaf in jax.tree_util.tree_leaves(member_data):
+            if leaf.shape[:1] != (m,):
+                raise ValueError(
+                    f"member_data leaves need a leading axis of size len(seeds)={m}; got a "
+                    f"leaf of shape {leaf.shape}.")
+    return seeds
+
+
+def _init_states(init_fn: Callable[[jax.Array, PyTree], PyTree], tx: optax.GradientTransformation,
+                keys: jax.Array, member_data: PyTree) -> TrainState:
+    """The stacked step-0 states of all members (init key of member m: ``fold_in(key_m, 0)``)."""
+
+    @jax.jit
+    def init_all(keys, data):  # one compiled program instead of many eager ops
+        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+        return jax.vmap(lambda k, d: init_state(init_fn(k, d), tx))(init_keys, data)
+
+    return init_all(keys, member_data)
+
+
+def _init_or_restore(state: TrainState, workdir: Optional[Workdir],
+                     name: str) -> tuple[TrainState, int, Any]:
+    """``(state, start_step, manager)``: the latest checkpoint of ``workdir/checkpoints/<name>``
+    if there is one (metric rows logged after it are dropped), else ``state`` at step 0."""
+    if workdir is None:
+        return state, 0, None
+    manager = _checkpoint_manager(f"{workdir.checkpoint_dir}/{name}")
+    with _quiet_orbax():
+        start, restored = _restore(manager, state)
+    if restored is not None:
+        state = restored
+        logging.info("[%s] resumed from checkpoint at step %d", name, start)
+        workdir.truncate_metrics(start, key=f"{name}_step")
+    return state, start, manager
+
+
+def _run_chunk(chunk_fn, state: TrainState, member_data: PyTree, keys: jax.Array, limit,
+               num_members: int, size: int) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """One compiled chunk; its metrics on host as ``[M, size]`` (one sync per chunk; the
+    padding members and the padded steps of a short last chunk dropped)."""
+    new_state, metrics = chunk_fn(state, member_data, keys, limit)
+    metrics = {k: np.asarray(v)[:num_members, :size]
+               for k, v in jax.device_get(metrics).items()}
+    return new_state, metrics
+
+
+def _check_finite(loss: np.ndarray, *, step: int, seeds: Sequence[int], name: str,
+                  last_saved: int, where: str) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first bad step and member of a chunk
+    whose losses ``[M, size]`` start after ``step``."""
+    if np.all(np.isfinite(loss)):
+        return
+    bad = np.argwhere(~np.isfinite(loss))
+    member, offset = int(bad[0][0]), int(bad[bad[:, 0] == bad[0][0]][:, 1].min())
+    raise NonFiniteLossError(
+        f"[{name}] non-finite loss at step {step + offset + 1} (member {member}, seed "
+        f"{seeds[member]}). Training stopped; the last good checkpoint (step "
+        f"{last_saved}) is kept ({where}). Lower the learning rate or check the data.")
+
+
+def _log_rows(metrics: dict[str, np.ndarray], step: int,
+              log_every: int) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """``[(step, {metric: [M]})]``: each run of ``log_every`` steps of a chunk that started
+    after ``step`` averaged into one row, numbered by its last step."""
+    size = next(iter(metrics.values())).shape[1]
+    rows = []
+    for j0 in range(0, size, log_every):
+        j1 = min(j0 + log_every, size)
+        rows.append((step + j1, {k: np.mean(np.asarray(v)[:, j0:j1], axis=1)
+                                 for k, v in metrics.items()}))
+    return rows
+
+
+def _metrics_row(name: str, step: int, row: dict[str, np.ndarray]) -> dict:
+    """A ``metrics.jsonl`` row: ``<name>_step``, the mean over members of every metric
+    (``<metric>_mean``), and the per-member values."""
+    return {f"{name}_step": step, **{f"{k}_mean": float(np.mean(v)) for k, v in row.items()},
+            **{k: v for k, v in row.items()}}
+
+
+def _logged_history(workdir: Workdir, name: str) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The steps and ``{metric: [rows, M]}`` of fit ``name`` as logged in ``metrics.jsonl``
+    (so a resumed run reports the same curves as an uninterrupted one)."""
+    rows = [r for r in workdir.read_metrics() if f"{name}_step" in r]
+    steps = [r[f"{name}_step"] for r in rows]
+    keys = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
+        if rows else []
+    return steps, {k: np.asarray([r[k] for r in rows]) for k in keys}
+
+
+def _log_progress(name: str, step: int, num_steps: int, loss: np.ndarray, rate: float) -> None:
+    logging.info("[%s] step %d/%d  loss %.5f  %.0f steps/s x %d nets  ETA %.0fs", name,
+                 step, num_steps, float(np.mean(loss[:, -1])), rate, loss.shape[0],
+                 (num_steps - step) / max(rate, 1e-9))
+
+
 def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         tx: optax.GradientTransformation, num_steps: int, seeds: Sequence[int],
         member_data: PyTree = None, chunk_size: int = 100, workdir: Optional[Workdir] = None,
@@ -248,6 +358,10 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         member_block: Optional[int] = None, on_chunk: Optional[Callable[[int], None]] = None,
         name: str = "train") -> FitResult:
     """Train ``len(seeds)`` networks together.
+
+    Steps: initialise every member or restore the latest checkpoint; then, chunk by
+    chunk, run ``chunk_size`` steps in one compiled program, check the losses are
+    finite, log the metrics (averaged over ``log_every`` steps) and save a checkpoint.
 
     Args:
       init_fn: ``(key, data) -> params`` for one member.
@@ -276,43 +390,12 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
       NonFiniteLossError: a loss became NaN/inf; names the step and member. The
         state of that chunk is discarded, the last checkpoint is kept.
     """
-    if int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    if log_every < 1 or checkpoint_every < 1:
-        raise ValueError("log_every and checkpoint_every must be >= 1.")
-    _check_member_block(member_block)
-    seeds = [int(s) for s in seeds]
+    seeds = _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_block,
+                            seeds, member_data)
     m = len(seeds)
-    if m < 1:
-        raise ValueError("seeds must name at least one member.")
-    if member_data is not None:
-        for leaf in jax.tree_util.tree_leaves(member_data):
-            if leaf.shape[:1] != (m,):
-                raise ValueError(
-                    f"member_data leaves need a leading axis of size len(seeds)={m}; got a "
-                    f"leaf of shape {leaf.shape}.")
-
     keys = member_keys(seeds)
-
-    @jax.jit
-    def init_all(keys, data):  # one compiled program instead of many eager ops
-        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-        return jax.vmap(lambda k, d: init_state(init_fn(k, d), tx))(init_keys, data)
-
-    state = init_all(keys, member_data)
-
-    start = 0
-    manager = None
-    if workdir is not None:
-        manager = _checkpoint_manager(f"{workdir.checkpoint_dir}/{name}")
-        with _quiet_orbax():
-            start, restored = _restore(manager, state)
-        if restored is not None:
-            state = restored
-            logging.info("[%s] resumed from checkpoint at step %d", name, start)
-            workdir.truncate_metrics(start, key=f"{name}_step")
+    state, start, manager = _init_or_restore(_init_states(init_fn, tx, keys, member_data),
+                                             workdir, name)
     if start > num_steps:
         raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
 
@@ -326,60 +409,39 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
 
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
                              mesh=member_mesh() if sharded else None)
+    where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else \
+        "no workdir, nothing saved"
     steps_log, hist = [], {}
-    last_saved = start
-    t0, s0 = time.time(), start
-    step = start
+    last_saved = step = start
+    t0 = time.time()
     chunk_index = 0
     limit = jnp.asarray(num_steps, jnp.int32)
     while step < num_steps:
         size = min(chunk_size, num_steps - step)
-        new_state, metrics = chunk_fn(state, member_data, keys, limit)
-        # One host sync per chunk; drop the padded steps of a short last chunk.
-        metrics = {k: np.asarray(v)[:m, :size] for k, v in jax.device_get(metrics).items()}
-        loss = np.asarray(metrics["loss"])
-        if not np.all(np.isfinite(loss)):
-            bad = np.argwhere(~np.isfinite(loss))
-            member, offset = int(bad[0][0]), int(bad[bad[:, 0] == bad[0][0]][:, 1].min())
-            where = (f"{workdir.checkpoint_dir}/{name}" if workdir is not None else
-                     "no workdir, nothing saved")
-            raise NonFiniteLossError(
-                f"[{name}] non-finite loss at step {step + offset + 1} (member {member}, seed "
-                f"{seeds[member]}). Training stopped; the last good checkpoint (step "
-                f"{last_saved}) is kept ({where}). Lower the learning rate or check the data.")
+        new_state, metrics = _run_chunk(chunk_fn, state, member_data, keys, limit, m, size)
+        _check_finite(metrics["loss"], step=step, seeds=seeds, name=name,
+                      last_saved=last_saved, where=where)
         state = new_state
-        rows = []
-        for j0 in range(0, size, log_every):
-            j1 = min(j0 + log_every, size)
-            row = {k: np.mean(np.asarray(v)[:, j0:j1], axis=1) for k, v in metrics.items()}
-            steps_log.append(step + j1)
+        rows = _log_rows(metrics, step, log_every)
+        for row_step, row in rows:
+            steps_log.append(row_step)
             for k, v in row.items():
                 hist.setdefault(k, []).append(v)
-            rows.append({f"{name}_step": step + j1,
-                         **{f"{k}_mean": float(np.mean(v)) for k, v in row.items()},
-                         **{k: v for k, v in row.items()}})
         step += size
         chunk_index += 1
         if workdir is not None:
-            workdir.append_metrics(rows)
+            workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
             if chunk_index % checkpoint_every == 0 or step == num_steps:
                 _save(manager, step, jax.tree_util.tree_map(lambda a: a[:m], state))
                 last_saved = step
-        rate = (step - s0) / max(time.time() - t0, 1e-9)
-        logging.info("[%s] step %d/%d  loss %.5f  %.0f steps/s x %d nets  ETA %.0fs", name,
-                     step, num_steps, float(np.mean(loss[:, -1])), rate, m,
-                     (num_steps - step) / max(rate, 1e-9))
+        _log_progress(name, step, num_steps, metrics["loss"],
+                      (step - start) / max(time.time() - t0, 1e-9))
         if on_chunk is not None:
             on_chunk(step)
 
     history = {k: np.stack(v) for k, v in hist.items()} if hist else {}
     if workdir is not None:
-        # Report the history as logged, so a resumed run gives identical curves.
-        rows = [r for r in workdir.read_metrics() if f"{name}_step" in r]
-        steps_log = [r[f"{name}_step"] for r in rows]
-        keys_hist = [k for k in rows[0] if not k.endswith("_mean") and k != f"{name}_step"] \
-            if rows else []
-        history = {k: np.asarray([r[k] for r in rows]) for k in keys_hist}
+        steps_log, history = _logged_history(workdir, name)
     if sharded:
         # Hand back single-device arrays without the padding members. Slicing a
         # member-sharded array leaves it replicated over the host devices, and later

@@ -1,9 +1,10 @@
 """One workdir per run: ``config.json``, ``metrics.jsonl``, ``checkpoints/``,
-``results.json``, ``figures/``.
+``results.json``, ``arrays.npz`` (arrays a figure needs), ``figures/``.
 
 Rerunning with the same workdir resumes; a workdir made by a different config
 is refused with :class:`WorkdirConflictError` naming the differing fields,
-never silently overwritten.
+never silently overwritten. Every file but ``metrics.jsonl`` (append-only) is
+written atomically (a temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+ARRAYS_FILE = "arrays.npz"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
 
@@ -43,6 +45,21 @@ def to_jsonable(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
+    return obj
+
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def from_jsonable(obj: Any) -> Any:
+    """Undo :func:`to_jsonable`'s one lossy step: the strings ``"nan"``, ``"inf"`` and
+    ``"-inf"`` it writes for non-finite floats become floats again (in nested dicts/lists)."""
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
     return obj
 
 
@@ -147,10 +164,12 @@ class Workdir:
 
     # -- results ------------------------------------------------------------
     def write_results(self, results: Mapping[str, Any], name: str = RESULTS_FILE) -> str:
+        """Write ``results`` as JSON, keys in the order the run made them (figures drawn
+        from the file list datasets, pairs, ... in that order)."""
         path = self.file(name)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(to_jsonable(results), f, indent=2, sort_keys=True)
+            json.dump(to_jsonable(results), f, indent=2)
         os.replace(tmp, path)
         return path
 
@@ -160,3 +179,26 @@ class Workdir:
             return None
         with open(path) as f:
             return json.load(f)
+
+    # -- arrays -------------------------------------------------------------
+    def write_arrays(self, arrays: Mapping[str, Any], name: str = ARRAYS_FILE) -> str:
+        """Save named arrays (numbers or strings; no pickled objects) as one ``.npz``."""
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        for k, v in arrays.items():
+            if v.dtype == object:
+                raise ValueError(f"write_arrays: {k!r} is an object array; only numbers and "
+                                 "strings are saved (no pickles).")
+        path = self.file(name)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+        return path
+
+    def read_arrays(self, name: str = ARRAYS_FILE) -> Optional[dict[str, np.ndarray]]:
+        """The arrays saved by :meth:`write_arrays`, or None if there is no such file."""
+        path = self.file(name)
+        if not os.path.exists(path):
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}

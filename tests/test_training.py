@@ -1,7 +1,6 @@
-"""gbi_jax.training and gbi_jax.workdir: determinism, vmap independence, resume,
-NaN handling, config conflicts, incompatible checkpoints."""
+"""gbi_jax.training: determinism, vmap independence, resume, NaN handling, metric rows,
+incompatible checkpoints, sharding over host devices."""
 
-import json
 import os
 
 import jax
@@ -11,7 +10,7 @@ import optax
 import pytest
 
 from gbi_jax import training
-from gbi_jax.workdir import Workdir, WorkdirConflictError
+from gbi_jax.workdir import Workdir
 
 TARGETS = jnp.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0], [-1.0, 0.5, 2.0]])
 
@@ -151,25 +150,13 @@ def test_bad_arguments_name_the_field(kwargs, message):
         training.fit(**args)
 
 
-def test_workdir_refuses_a_different_config(tmp_path):
-    wd = Workdir(str(tmp_path))
-    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 1}) is False
-    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 1}) is True
-    assert wd.claim({"a": 1, "b": {"c": 2}, "log": 5}, ignore=("log",)) is True
-    with pytest.raises(WorkdirConflictError, match=r"b\.c: 2 -> 3"):
-        wd.claim({"a": 1, "b": {"c": 3}, "log": 1})
-    with open(wd.file("config.json")) as f:
-        assert json.load(f)["b"]["c"] == 2  # nothing overwritten
-
-
-def test_workdir_metrics_survive_a_cut_line(tmp_path):
-    wd = Workdir(str(tmp_path))
-    wd.append_metrics([{"train_step": 1, "x": np.float32(0.5)}, {"train_step": 2, "x": 1.0}])
-    with open(wd.file("metrics.jsonl"), "a") as f:
-        f.write('{"train_step": 3, "x"')  # killed mid-write
-    assert [r["train_step"] for r in wd.read_metrics()] == [1, 2]
-    wd.truncate_metrics(1, key="train_step")
-    assert [r["train_step"] for r in wd.read_metrics()] == [1]
+def test_log_rows_average_each_run_of_log_every_steps():
+    metrics = {"loss": np.arange(10.0).reshape(2, 5)}  # 2 members x 5 steps after step 20
+    rows = training._log_rows(metrics, 20, 2)
+    assert [s for s, _ in rows] == [22, 24, 25]
+    np.testing.assert_array_equal(rows[0][1]["loss"], [0.5, 5.5])
+    np.testing.assert_array_equal(rows[2][1]["loss"], [4.0, 9.0])
+    assert training._metrics_row("t", 22, rows[0][1])["loss_mean"] == 3.0
 
 
 _SHARD_SCRIPT = r"""
