@@ -5,6 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORKDIR ?= workdirs/gbi_toy
+WORKDIRS ?= workdirs
 PYTEST_ARGS ?=
 
 # Compiled XLA programs are cached on disk between runs (tests, demo, sweeps).
@@ -24,14 +25,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Rebuild the committed tables and figures under docs/ from the workdirs under
+# $(WORKDIRS) (ONLY=gbi_toy,disentangle/fig2 for some); lists the missing workdirs.
 docs: $(STAMP)
-	@test -f $(WORKDIR)/results.md || { echo "run 'make demo' first"; exit 1; }
-	mkdir -p docs/gbi_toy
-	cp $(WORKDIR)/results.md $(WORKDIR)/figures/summary.png docs/gbi_toy/
+	$(PY) -m launch.docs --workdirs=$(WORKDIRS) $(if $(ONLY),--only=$(ONLY))
 
+# Every benchmark (gbi_jax vs PyTorch); writes benchmarks/RESULTS.md and
+# docs/disentangle/BENCHMARK.md.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.inference
+	$(PY) -m benchmarks.disentangle_train
 
 clean-venv:
 	rm -rf $(VENV)
