@@ -1,16 +1,12 @@
-"""GBI image-classifier experiment entry point.
+"""GBI image-classifier experiment (MNIST, Fashion-MNIST, CIFAR-100).
 
     python -m experiments.gbi_images.main --config=experiments/gbi_images/config.py \
         --workdir=workdirs/gbi_images [--config.data.data_dir=~/tensorflow_datasets ...]
 
-Variants: ``config.py:smoke`` (seconds), ``config.py:cifar100``. Rerunning with
-the same workdir resumes training from its checkpoints. A missing dataset ends
-the run with a message that says how to get it (exit status 2).
+Variants: ``config.py:smoke`` (seconds), ``config.py:cifar100``. Rerunning resumes.
 """
 
 from experiments import entry
-from experiments.gbi_images import experiment
-from gbi_jax.data import DatasetNotFoundError
 
 if __name__ == "__main__":
-    entry.launch(experiment.run, user_errors={DatasetNotFoundError: "missing dataset"})
+    entry.main("experiments.gbi_images.experiment")

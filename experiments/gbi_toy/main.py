@@ -1,14 +1,12 @@
-"""GBI toy experiment entry point.
+"""GBI toy experiment (switching Gaussians, LSTM with a task latent).
 
     python -m experiments.gbi_toy.main --config=experiments/gbi_toy/config.py \
         --workdir=workdirs/gbi_toy [--config.train.blocks=40 ...]
 
-Use ``config.py:smoke`` for a run of a few seconds. Rerunning with the same
-workdir resumes training from its checkpoint.
+``config.py:smoke`` runs in seconds. Rerunning with the same workdir resumes.
 """
 
 from experiments import entry
-from experiments.gbi_toy import experiment
 
 if __name__ == "__main__":
-    entry.launch(experiment.run)
+    entry.main("experiments.gbi_toy.experiment")
