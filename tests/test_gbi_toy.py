@@ -1,4 +1,5 @@
-"""GBI toy experiment: tasks, models, config checks, smoke run end to end, CLI."""
+"""GBI toy experiment: tasks, models, config checks, smoke run end to end, saved figure
+arrays and redrawn figures, CLI."""
 
 import json
 import os
@@ -14,6 +15,8 @@ from experiments.gbi_toy import config as toy_config
 from experiments.gbi_toy import experiment
 from gbi_jax.models import RecurrentNetwork
 from gbi_jax.tasks import SwitchingGaussianTask
+from gbi_jax.workdir import Workdir
+from test_figures import assert_redraw_reproduces  # tests/ is on sys.path under pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,6 +185,25 @@ def test_smoke_run_produces_every_result(smoke_run):
     # Recomposition: optimising the latent lowers the held-out loss.
     rc = res["recomposition"]["gbi"]
     assert rc["loss_final"]["mean"] < rc["loss_initial"]["mean"]
+
+
+def test_figure_arrays_are_saved_and_redraw_gives_the_run_figures(smoke_run):
+    cfg, wd, res = smoke_run
+    assert res["experiment"] == "gbi_toy"
+    arrays = Workdir(wd).read_arrays()
+    members = [(a, cfg.seed + s) for a in cfg.arms for s in cfg.seeds]
+    assert list(zip(arrays["member_arm"], arrays["member_seed"])) == members
+    assert arrays["train_loss"].shape == (len(arrays["train_steps"]), len(members))
+    np.testing.assert_array_equal(arrays["train_steps"], res["learning"]["steps"])
+    s, t = arrays["test_context"].shape
+    k = res["num_contexts"]
+    assert arrays["online_latent"].shape == (len(members), t, k)
+    np.testing.assert_allclose(arrays["online_latent"].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(arrays["hmm_posterior"].sum(-1), 1.0, rtol=1e-5)
+    n = t - cfg.train.window  # one window per target t = H .. T-1
+    assert arrays["window_loglik"].shape == (s, n, k)
+    assert arrays["one_step_scores"].shape == (len(members), n, k)
+    assert_redraw_reproduces(wd)
 
 
 def test_shared_unit_ratio_closed_form():

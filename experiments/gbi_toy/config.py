@@ -1,4 +1,4 @@
-"""Config of the GBI toy experiment (spec gbi.md 3.1).
+"""Config of the GBI toy experiment (Hummos et al. 2024, Sec. 3.1).
 
 ``get_config()`` is the paper-scale protocol; ``get_config("smoke")`` finishes in
 seconds. Override any field from the command line, e.g.

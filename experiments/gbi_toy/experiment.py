@@ -23,6 +23,7 @@ the context: same size and statistics, no information).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -42,6 +43,7 @@ from gbi_jax.models import RecurrentNetwork
 from gbi_jax.tasks import SwitchingGaussianTask, compositional_code
 from gbi_jax.workdir import Workdir
 
+EXPERIMENT = "gbi_toy"  # results.json["experiment"]: experiments.figures finds the drawer
 ARMS = ("gbi", "baseline", "shuffled")
 PAPER = {"forgetting_mse": {"gbi": 0.24, "baseline": 0.30}}
 
@@ -251,55 +253,89 @@ def summarise(values: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# The run.
+# The analyses (weights frozen). Each takes the trained networks and returns its
+# section of ``results.json`` (plus the arrays its figure draws, where it has one).
 # ---------------------------------------------------------------------------
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train, evaluate, write ``results.json`` and figures; return the results."""
-    validate(config)
-    wd = Workdir(workdir)
-    wd.claim(config, ignore=("figures",))
-    t_start = time.time()
+@dataclasses.dataclass
+class Trained:
+    """The main-task networks of every (arm, seed) and what the analyses share.
+
+    Members are arm-major: member ``m`` is arm ``members[m][0]`` with seed index
+    ``m % len(seeds)``; ``params`` is stacked on the member axis.
+    """
+
+    config: ml_collections.ConfigDict
+    task: SwitchingGaussianTask
+    code: jax.Array  # [K, Z] latent of each context
+    model: RecurrentNetwork
+    fit: training.FitResult
+    streams: Any  # training streams, leading seed axis
+    members: list  # [(arm, seed)] in member order
+    arms: tuple
+    seeds: list
+
+    @property
+    def params(self):
+        return self.fit.state.params
+
+    @property
+    def window(self) -> int:
+        return self.config.train.window
+
+    @property
+    def seed_index(self) -> jax.Array:
+        """``int[M]``: the seed index of every member (to gather per-seed material)."""
+        return jnp.asarray([m % len(self.seeds) for m in range(len(self.members))])
+
+    def by_arm(self, values) -> dict:
+        """``[M, ...] -> {arm: [S, ...]}``."""
+        v, n = np.asarray(values), len(self.seeds)
+        return {a: v[i * n:(i + 1) * n] for i, a in enumerate(self.arms)}
+
+    def summary(self, values) -> dict:
+        """``{arm: summarise(values of its seeds)}`` for per-member ``values``."""
+        return {a: summarise(v) for a, v in self.by_arm(values).items()}
+
+
+def train_main_task(config, wd: Workdir) -> Trained:
+    """Train every arm and seed on the main task (one-hot code of the K contexts)."""
     task = task_from(config.task)
-    k = task.num_contexts
+    code = jnp.eye(task.num_contexts)
     arms = tuple(config.arms)
-    window = config.train.window
-    seeds = [config.seed + int(s) for s in config.seeds]
-    n_seeds = len(seeds)
-    code = jnp.eye(k)
+    fit, streams, members, model = train_arms(config, task, code, arms,
+                                              blocks=config.train.blocks, loss_kind="mse",
+                                              workdir=wd, name="train")
+    return Trained(config, task, code, model, fit, streams, members, arms,
+                   [config.seed + int(s) for s in config.seeds])
 
-    fit, streams, members, model = train_arms(
-        config, task, code, arms, blocks=config.train.blocks, loss_kind="mse", workdir=wd,
-        name="train")
-    params = fit.state.params
-    m_total = len(members)
-    arm_index = {a: i for i, a in enumerate(arms)}
 
-    def by_arm(values):  # [M, ...] -> {arm: [S, ...]}
-        v = np.asarray(values)
-        return {a: v[arm_index[a] * n_seeds:(arm_index[a] + 1) * n_seeds] for a in arms}
-
-    results: dict[str, Any] = {"arms": list(arms), "seeds": seeds, "num_contexts": k}
-
-    # 1. Learning curves -------------------------------------------------------
-    curves = by_arm(np.asarray(fit.history["loss"]).T)  # {arm: [S, rows]}
-    results["learning"] = {
+def learning_curves(tr: Trained) -> dict:
+    """Mean and final (last tenth) training loss per arm, and the logged steps."""
+    curves = tr.by_arm(np.asarray(tr.fit.history["loss"]).T)  # {arm: [S, rows]}
+    out: dict[str, Any] = {
         a: {"mean_train_loss": summarise(c.mean(1)),
             "final_train_loss": summarise(c[:, -max(1, c.shape[1] // 10):].mean(1))}
         for a, c in curves.items()}
-    results["learning"]["steps"] = np.asarray(fit.steps).tolist()
+    out["steps"] = np.asarray(tr.fit.steps).tolist()
+    return out
 
-    # Shared test material (same for all arms of a seed) -----------------------
-    test_len = stream_length(task, config.eval.test_blocks)
-    test_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 99) for s in seeds])
-    test = jax.jit(jax.vmap(lambda kk: task.sample(kk, test_len)))(test_keys)
-    member_seed_idx = jnp.asarray([i for _ in arms for i in range(n_seeds)])
 
-    # 2. Forgetting ------------------------------------------------------------
+def test_streams(tr: Trained):
+    """A fresh test stream of ``eval.test_blocks`` blocks per seed (shared by the arms)."""
+    length = stream_length(tr.task, tr.config.eval.test_blocks)
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 99) for s in tr.seeds])
+    return jax.jit(jax.vmap(lambda kk: tr.task.sample(kk, length)))(keys)
+
+
+def forgetting(tr: Trained) -> dict:
+    """Next-step MSE on fresh data of the second-to-last and last training contexts."""
+    streams, window = tr.streams, tr.window
     last_block = streams.block[:, -1]  # [S]
     ctx_of_block = jax.vmap(lambda c, b, lb: c[jnp.argmax(b == lb)])
     second_to_last = ctx_of_block(streams.context, streams.block, last_block - 1)
     last_ctx = ctx_of_block(streams.context, streams.block, last_block)
-    fsteps = config.eval.forgetting_steps
+    fsteps = tr.config.eval.forgetting_steps
+    model, n_seeds = tr.model, len(tr.seeds)
 
     def block_mse(p, arm_z, x):
         inputs, targets = make_windows(x, window)
@@ -309,37 +345,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     def forgetting_for(ctx_per_seed, salt):
         """MSE of every member on a fresh block of its seed's context ``ctx_per_seed``."""
         xs, zs = [], []
-        for m, (arm, s) in enumerate(members):
+        for m, (arm, s) in enumerate(tr.members):
             kx = jax.random.fold_in(jax.random.PRNGKey(s), salt)
-            blk = task.sample_block(kx, int(ctx_per_seed[m % n_seeds]), fsteps + window)
+            blk = tr.task.sample_block(kx, int(ctx_per_seed[m % n_seeds]), fsteps + window)
             xs.append(blk.x)
-            zs.append(arm_latents(arm, blk.context, blk.block, code, jax.random.fold_in(kx, 1)))
-        return jax.jit(jax.vmap(block_mse))(params, jnp.stack(zs), jnp.stack(xs))
+            zs.append(arm_latents(arm, blk.context, blk.block, tr.code,
+                                  jax.random.fold_in(kx, 1)))
+        return jax.jit(jax.vmap(block_mse))(tr.params, jnp.stack(zs), jnp.stack(xs))
 
-    mse_stl = forgetting_for(np.asarray(second_to_last), 21)
-    mse_last = forgetting_for(np.asarray(last_ctx), 22)
-    results["forgetting"] = {
-        a: {"mse_second_to_last": summarise(by_arm(mse_stl)[a]),
-            "mse_last": summarise(by_arm(mse_last)[a])} for a in arms}
-    results["forgetting"]["noise_floor"] = float(np.mean(np.square(task.stds)))
-    results["forgetting"]["paper"] = PAPER["forgetting_mse"]
+    mse_stl = tr.by_arm(forgetting_for(np.asarray(second_to_last), 21))
+    mse_last = tr.by_arm(forgetting_for(np.asarray(last_ctx), 22))
+    out: dict[str, Any] = {
+        a: {"mse_second_to_last": summarise(mse_stl[a]), "mse_last": summarise(mse_last[a])}
+        for a in tr.arms}
+    out["noise_floor"] = float(np.mean(np.square(tr.task.stds)))
+    out["paper"] = PAPER["forgetting_mse"]
+    return out
 
-    # 3. One-step inference vs the ideal observer -------------------------------
-    inputs_s, targets_s = jax.jit(jax.vmap(lambda x: make_windows(x, window)))(test.x)
-    labels_s = test.context[:, window:]  # context of each window's last target
-    sds = jnp.asarray(task.stds)
-    means = jnp.asarray(task.means)
-    scale = 0.5 / float(np.mean(np.square(task.stds)))  # MSE -> Gaussian NLL units
-    z0 = inference.max_entropy_latent(k)
 
-    def one_step_member(p, inputs, targets):
-        ex_loss = lambda z, ex: window_loss_fn(model, p, ex[0], ex[1], "mse", scale)(z)
-        return inference.one_step_batch(ex_loss, z0, (inputs, targets),
-                                        temperature=config.eval.temperature)
+def ideal_observer(tr: Trained, test) -> dict:
+    """The Bayesian observer on the test streams (per seed, numpy).
 
-    os_res = jax.jit(jax.vmap(one_step_member))(
-        params, inputs_s[member_seed_idx], targets_s[member_seed_idx])
-    trans = io.switching_transition_matrix(k, task.hazard)
+    ``window_loglik [S, N, K]`` (Gaussian log-likelihood of each window ending at
+    ``t = H .. T-1``), ``loglik [S, T, K]`` (per step), ``posterior [S, T, K]`` and
+    next-step ``prediction [S, T]`` of the exact HMM forward filter, and its accuracies.
+    """
+    window, k = tr.window, tr.task.num_contexts
+    sds, means = jnp.asarray(tr.task.stds), jnp.asarray(tr.task.means)
+    trans = io.switching_transition_matrix(k, tr.task.hazard)
 
     @jax.jit
     @jax.vmap
@@ -349,25 +382,64 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 io.forward_filter(ll, trans, None))
 
     win_ll, loglik_t, hmm = observer(test.x)
-    win_ll = win_ll[:, window:]  # windows ending at t = H .. T-1: [S, N, K]
-    hmm_post = np.asarray(hmm.posterior)  # [S, T, K]
-    test_ctx = np.asarray(test.context)
-    hmm_acc = float(np.mean(np.argmax(hmm_post[:, window:], -1) == test_ctx[:, window:]))
-    window_acc = float(np.mean(np.argmax(np.asarray(win_ll), -1) == np.asarray(labels_s)))
-    scores = np.asarray(os_res.scores)  # [M, N, K]
-    corr, acc = [], []
-    for m in range(m_total):
-        i = m % n_seeds
-        corr.append(float(M.pearson(M.centered(scores[m]).ravel(),
-                                    M.centered(np.asarray(win_ll[i])).ravel())))
-        acc.append(float(np.mean(np.argmax(scores[m], -1) == np.asarray(labels_s[i]))))
-    results["one_step"] = {a: {"corr_window_loglik": summarise(by_arm(corr)[a]),
-                               "accuracy": summarise(by_arm(acc)[a])} for a in arms}
-    results["one_step"]["ideal_window_accuracy"] = window_acc
-    results["one_step"]["hmm_filter_accuracy"] = hmm_acc
+    win_ll = np.asarray(win_ll[:, window:])  # windows ending at t = H .. T-1: [S, N, K]
+    post = np.asarray(hmm.posterior)  # [S, T, K]
+    ctx = np.asarray(test.context)
+    # The observer's own next-step prediction: E[x_t | x_<t] under the HMM, [S, T].
+    prediction = np.sum(np.asarray(hmm.predictive) * np.asarray(means), -1)
+    return {"window_loglik": win_ll, "loglik": np.asarray(loglik_t), "posterior": post,
+            "prediction": prediction,
+            "filter_accuracy": float(np.mean(np.argmax(post[:, window:], -1) == ctx[:, window:])),
+            "window_accuracy": float(np.mean(np.argmax(win_ll, -1) == ctx[:, window:]))}
 
-    # 4. Online inference --------------------------------------------------------
-    oc = config.online
+
+def test_windows(tr: Trained, test):
+    """Sliding windows of the test streams: ``inputs, targets [S, N, H]``."""
+    return jax.jit(jax.vmap(lambda x: make_windows(x, tr.window)))(test.x)
+
+
+def one_step_inference(tr: Trained, test, observer: dict) -> tuple[dict, np.ndarray]:
+    """One-step scores of every test window vs the ideal observer's window log-likelihoods.
+
+    Returns the results section and the scores ``[M, N, K]``.
+    """
+    window, k = tr.window, tr.task.num_contexts
+    inputs_s, targets_s = test_windows(tr, test)
+    labels = np.asarray(test.context[:, window:])  # context of each window's last target
+    scale = 0.5 / float(np.mean(np.square(tr.task.stds)))  # MSE -> Gaussian NLL units
+    z0 = inference.max_entropy_latent(k)
+    model = tr.model
+
+    def one_step_member(p, inputs, targets):
+        ex_loss = lambda z, ex: window_loss_fn(model, p, ex[0], ex[1], "mse", scale)(z)
+        return inference.one_step_batch(ex_loss, z0, (inputs, targets),
+                                        temperature=tr.config.eval.temperature)
+
+    idx = tr.seed_index
+    res = jax.jit(jax.vmap(one_step_member))(tr.params, inputs_s[idx], targets_s[idx])
+    scores = np.asarray(res.scores)  # [M, N, K]
+    win_ll = observer["window_loglik"]
+    corr, acc = [], []
+    for m in range(len(tr.members)):
+        i = m % len(tr.seeds)
+        corr.append(float(M.pearson(M.centered(scores[m]).ravel(),
+                                    M.centered(win_ll[i]).ravel())))
+        acc.append(float(np.mean(np.argmax(scores[m], -1) == labels[i])))
+    corr, acc = tr.by_arm(corr), tr.by_arm(acc)
+    out: dict[str, Any] = {a: {"corr_window_loglik": summarise(corr[a]),
+                               "accuracy": summarise(acc[a])} for a in tr.arms}
+    out["ideal_window_accuracy"] = observer["window_accuracy"]
+    out["hmm_filter_accuracy"] = observer["filter_accuracy"]
+    return out, scores
+
+
+def online_inference(tr: Trained, test, observer: dict) -> tuple[dict, np.ndarray]:
+    """The latent inferred online along each test stream vs the HMM filter.
+
+    Returns the results section and the latent ``softmax(z / T)`` of every step
+    ``[M, T, K]``.
+    """
+    oc, window, k, model = tr.config.online, tr.window, tr.task.num_contexts, tr.model
     opt = latent_optimizer(oc)
 
     def online_member(p, x):
@@ -383,65 +455,107 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                     penalty_kind=oc.penalty_kind)
         return trace
 
-    tr = jax.jit(jax.vmap(online_member))(params, test.x[member_seed_idx])
-    probs = np.asarray(jax.nn.softmax(tr.z / oc.temperature))  # [M, T, K]
-    grads = np.asarray(tr.grad)
-    preds = np.asarray(tr.aux)
-    loglik_np = np.asarray(loglik_t)
+    trace = jax.jit(jax.vmap(online_member))(tr.params, test.x[tr.seed_index])
+    probs = np.asarray(jax.nn.softmax(trace.z / oc.temperature))  # [M, T, K]
+    grads, preds = np.asarray(trace.grad), np.asarray(trace.aux)
+    hmm_post, loglik = observer["posterior"], observer["loglik"]
+    test_x, test_ctx = np.asarray(test.x), np.asarray(test.context)
     on_corr, on_acc, on_mse, g_corr = [], [], [], []
     sl = slice(window, None)
-    for m in range(m_total):
-        i = m % n_seeds
+    for m in range(len(tr.members)):
+        i = m % len(tr.seeds)
         on_corr.append(float(M.pearson(M.centered(probs[m, sl]).ravel(),
                                        M.centered(hmm_post[i, sl]).ravel())))
         on_acc.append(float(np.mean(np.argmax(probs[m, sl], -1) == test_ctx[i, sl])))
-        on_mse.append(float(np.mean(np.square(preds[m, sl] - np.asarray(test.x[i, sl])))))
+        on_mse.append(float(np.mean(np.square(preds[m, sl] - test_x[i, sl]))))
         g_corr.append(float(M.pearson(M.centered(-grads[m, sl]).ravel(),
-                                      M.centered(loglik_np[i, sl]).ravel())))
-    results["online"] = {a: {"corr_hmm_posterior": summarise(by_arm(on_corr)[a]),
-                             "accuracy": summarise(by_arm(on_acc)[a]),
-                             "prediction_mse": summarise(by_arm(on_mse)[a]),
-                             "corr_grad_loglik": summarise(by_arm(g_corr)[a])} for a in arms}
-    results["online"]["hmm_filter_accuracy"] = hmm_acc
-    # The ideal observer's own next-step prediction: E[x_t | x_<t] under the HMM.
-    hmm_pred = np.sum(np.asarray(hmm.predictive) * np.asarray(means), -1)
-    results["online"]["hmm_prediction_mse"] = float(
-        np.mean(np.square(hmm_pred[:, sl] - np.asarray(test.x)[:, sl])))
+                                      M.centered(loglik[i, sl]).ravel())))
+    on_corr, on_acc, on_mse, g_corr = map(tr.by_arm, (on_corr, on_acc, on_mse, g_corr))
+    out: dict[str, Any] = {a: {"corr_hmm_posterior": summarise(on_corr[a]),
+                               "accuracy": summarise(on_acc[a]),
+                               "prediction_mse": summarise(on_mse[a]),
+                               "corr_grad_loglik": summarise(g_corr[a])} for a in tr.arms}
+    out["hmm_filter_accuracy"] = observer["filter_accuracy"]
+    out["hmm_prediction_mse"] = float(
+        np.mean(np.square(observer["prediction"][:, sl] - test_x[:, sl])))
+    return out, probs
 
-    # 6. Modularity ----------------------------------------------------------------
+
+def modularity(tr: Trained, test) -> dict:
+    """Shared-unit ratio of the last hidden state of every test window."""
+    window, k, model = tr.window, tr.task.num_contexts, tr.model
+    inputs_s, _ = test_windows(tr, test)
+    labels_s = test.context[:, window:]
     zs = []
-    for m, (arm, s) in enumerate(members):
-        i = m % n_seeds
-        z = arm_latents(arm, test.context[i], test.block[i], code,
+    for m, (arm, s) in enumerate(tr.members):
+        i = m % len(tr.seeds)
+        z = arm_latents(arm, test.context[i], test.block[i], tr.code,
                         jax.random.fold_in(jax.random.PRNGKey(s), 31))
         zs.append(z[window - 1:-1])  # latent of each window's last input step
 
     def ratio_member(p, inputs, zw, labels):
         _, h = jax.vmap(lambda inp, zz: model.apply(p, inp[:, None], zz, return_hidden=True))(
             inputs, zw)
-        return shared_unit_ratio(h[:, -1], labels, k, config.modularity.threshold)
+        return shared_unit_ratio(h[:, -1], labels, k, tr.config.modularity.threshold)
 
-    hid_ratio = jax.jit(jax.vmap(ratio_member))(
-        params, inputs_s[member_seed_idx], jnp.stack(zs), labels_s[member_seed_idx])
-    results["modularity"] = {a: {"shared_unit_ratio": summarise(by_arm(hid_ratio)[a])}
-                             for a in arms}
+    idx = tr.seed_index
+    ratio = jax.jit(jax.vmap(ratio_member))(tr.params, inputs_s[idx], jnp.stack(zs),
+                                            labels_s[idx])
+    return {a: {"shared_unit_ratio": v} for a, v in tr.summary(ratio).items()}
 
-    # 5. Recomposition ----------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# The run.
+# ---------------------------------------------------------------------------
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train, run every analysis, write ``results.json``, ``results.md``, ``arrays.npz``
+    and (``config.figures``) ``figures/``; return the results."""
+    validate(config)
+    wd = Workdir(workdir)
+    wd.claim(config, ignore=("figures",))
+    t_start = time.time()
+    tr = train_main_task(config, wd)
+    test = test_streams(tr)
+    observer = ideal_observer(tr, test)
+    results: dict[str, Any] = {"experiment": EXPERIMENT, "arms": list(tr.arms),
+                               "seeds": tr.seeds, "num_contexts": tr.task.num_contexts}
+    results["learning"] = learning_curves(tr)
+    results["forgetting"] = forgetting(tr)
+    results["one_step"], scores = one_step_inference(tr, test, observer)
+    results["online"], probs = online_inference(tr, test, observer)
+    results["modularity"] = modularity(tr, test)
     if config.recomposition.enabled:
         results["recomposition"] = recomposition(config, wd)
-
     results["wall_time_s"] = time.time() - t_start
-    results["per_seed"] = per_seed_view(results, seeds)
+    results["per_seed"] = per_seed_view(results, tr.seeds)
     wd.write_results(results)
+    wd.write_arrays(figure_arrays(tr, test, observer, scores, probs))
     if config.figures:
         from experiments.gbi_toy import figures
-        figures.make_all(results, fit, test, probs, hmm_post, scores, win_ll, members,
-                         window, wd.figures_dir)
+        figures.draw(wd.path)
     table = format_table(results)
     with open(wd.file("results.md"), "w") as f:
         f.write(table.strip() + "\n")
     print(table)
     return results
+
+
+def figure_arrays(tr: Trained, test, observer: dict, scores, probs) -> dict[str, np.ndarray]:
+    """What the figures draw beyond ``results.json`` (saved as ``arrays.npz``).
+
+    ``member_arm`` / ``member_seed [M]``; ``train_steps [R]`` and ``train_loss [R, M]``
+    (the logged training curve); ``test_context [S, T]``; ``hmm_posterior [S, T, K]``;
+    ``window_loglik [S, N, K]``; ``one_step_scores [M, N, K]``; ``online_latent [M, T, K]``.
+    """
+    return {"member_arm": np.asarray([a for a, _ in tr.members]),
+            "member_seed": np.asarray([s for _, s in tr.members]),
+            "train_steps": np.asarray(tr.fit.steps),
+            "train_loss": np.asarray(tr.fit.history["loss"]),
+            "test_context": np.asarray(test.context),
+            "hmm_posterior": observer["posterior"],
+            "window_loglik": observer["window_loglik"],
+            "one_step_scores": scores,
+            "online_latent": probs}
 
 
 def recomposition(config, wd: Workdir) -> dict:
@@ -550,8 +664,8 @@ def format_table(results: dict) -> str:
         r = results["recomposition"]
         lines += ["", f"Recomposition (held-out mean {r['heldout']['mean']}, std "
                       f"{r['heldout']['std']}; loss = {r['loss']}; ideal {r['ideal_loss']:.3f})",
-                  "", "| arm | loss at start | after optimisation | true code | best trained code |",
-                  "|---|---|---|---|---|"]
+                  "", "| arm | loss at start | after optimisation | true code "
+                      "| best trained code |", "|---|---|---|---|---|"]
         for a in ("gbi", "baseline"):
             d = r[a]
             lines.append(f"| {a} | {cell(d['loss_initial'])} | {cell(d['loss_final'])} | "
