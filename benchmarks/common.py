@@ -1,8 +1,9 @@
 """Shared helpers for the benchmark scripts: timing, matmul peak, machine info.
 
-Benchmarks are scripts, not tests (see DESIGN.md "Performance stance"). Every
-timed callable passed to :func:`median_time` must *block* until its result is
-ready (``jax.block_until_ready`` for JAX; PyTorch CPU ops are synchronous).
+Benchmarks are scripts, not tests: they time the project against a PyTorch peer on
+the same work and report ratios. Every timed callable passed to :func:`median_time`
+must *block* until its result is ready (``jax.block_until_ready`` for JAX; PyTorch
+CPU ops are synchronous).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The benchmark scripts' profiling path runs and attributes time to real ops.
+"""The benchmark scripts: the profiling path attributes time to real ops, the reports
+format the measured numbers.
 
-Benchmarks are not timed in tests; this checks only that ``--profile`` works end to
-end on a tiny program (a subprocess: the XLA flag must be set before JAX starts).
+Benchmarks are not timed in tests: ``--profile`` runs end to end on a tiny program (a
+subprocess: the XLA flag must be set before JAX starts), and the report functions are
+checked on chosen numbers (no PyTorch needed).
 """
 
 import os
@@ -15,8 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_disentangle_train_profile_lists_the_step_ops():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.disentangle_train", "--profile", "--members", "2",
-         "--devices", "1", "--steps", "3"],
+        [sys.executable, "-m", "benchmarks.disentangle_train", "--profile", "--members=2",
+         "--devices=1", "--steps=3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
@@ -30,3 +32,62 @@ def test_disentangle_train_profile_lists_the_step_ops():
         assert re.fullmatch(r"[\w.\-]+", r[0]), text
         assert float(r[1]) > 0, text
     assert any(r[4].startswith("f32[2,320,100]") for r in rows), text
+
+
+def _size_result(n, a, b, c, c2=None, a3=None):
+    """What `inference_work.measure_size` returns, with chosen rates (latents/s)."""
+    from benchmarks.inference_work import FLOPS_PER_LATENT_STEP
+
+    r = {"n": n, "repeats": 3, "probe": {"b@1": 0.01, "b@2": 0.02}, "a": a, "b": b, "c": c,
+         "os_a": 2 * a, "os_c": 2 * c, "b_thr": 1, "c_thr": 1, "os_c_thr": 2,
+         "a_flops": a * 50 * FLOPS_PER_LATENT_STEP, "c_flops": c * 50 * FLOPS_PER_LATENT_STEP,
+         "peak_jax": 40e9, "peak_torch": 50e9, "peak": 50e9, "os_agree": 1.0, "os_acc": 0.9}
+    if c2 is not None:
+        r.update(c2=c2, c2_thr=1)
+    if a3 is not None:
+        r["a3"] = a3
+    return r
+
+
+def test_inference_report_formats_the_measured_ratios(tmp_path):
+    from benchmarks import inference_report as report
+    from benchmarks.inference_work import Settings
+
+    s = Settings(sizes=(100, 1000), chunk=250, torch_threads=2)
+    results = [_size_result(100, 800.0, 16.0, 400.0, c2=300.0),
+               _size_result(1000, 600.0, 10.0, 500.0, c2=450.0, a3=700.0)]
+    n, ratios = report.ratios(results, s)
+    assert n == 1000
+    assert dict(ratios)["(a)/(b)"] == "60.0x" and dict(ratios)["(a)/(c)"] == "1.20x"
+    # 600 latents/s x 50 steps x 1,075,200 FLOPs = 32.3 GFLOP/s of a 50 GFLOP/s peak
+    assert dict(ratios)["(a) share of the matmul peak"].startswith("65% of 50 GFLOP/s")
+    header, rows = report.iterative_table(results, s)
+    assert len(header) == len(rows[0]) and rows[1][:3] == ["1,000", "600", "10.0 (1t)"]
+    assert rows[0][header.index("(a*) jax chunked 250")] == "-"
+    gemm = [{"direction": "forward", "n": 1000, "k_in": 10, "k_out": 256, "flops": 5.12e6,
+             "t": {"jax": 1e-3, "t1": 5e-4, "t2": 2.5e-4}}]
+    assert report.gemm_rows(gemm, [1, 2]) == [
+        ["forward [1000,10]x[10,256]", "5", "10", "20", "0.25x"]]
+    chk = {"dec_err": 1e-7, "errs": {"|a - b|": 6e-8}, "m": 5, "correct": True}
+    md = report.markdown(results=results, s=s, chk=chk, gemm=gemm, info={"cpu": "x"},
+                         command="python -m benchmarks.inference", elapsed=12.0, load_end="1.0")
+    assert "## Ratios (N = 1,000)\n\n- (a)/(b): 60.0x" in md
+    assert "met" not in md.split("## Ratios")[1] and "MISSED" not in md
+    page = tmp_path / "RESULTS.md"
+    page.write_text("old table\n" + report.NOTES_MARKER + "\nhand-written notes\n")
+    report.write_page(str(page), md)
+    text = page.read_text()
+    assert text.startswith("# Benchmark results") and "old table" not in text
+    assert text.endswith(report.NOTES_MARKER + "\nhand-written notes\n")
+
+
+def test_disentangle_train_report_ratio():
+    from benchmarks import disentangle_train
+
+    rate = {"jax_vmapped": 2000.0, "torch_1thread": 100.0, "torch_allthreads": 80.0}
+    text = disentangle_train.report_text(rate, quick=True, members=26, padded=26, devices=2,
+                                         block=5, steps=100, repeats=2, seconds=3.0,
+                                         info={"cpu": "x"})
+    assert "`python -m benchmarks.disentangle_train --quick`" in text
+    assert "| jax_vmapped | 2,000 | 20.0x |" in text
+    assert "**Per-network ratio gbi_jax (vmapped) / PyTorch: 20.0x**" in text
