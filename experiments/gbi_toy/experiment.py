@@ -1,20 +1,27 @@
-"""GBI toy experiment: switching-Gaussian stream, LSTM with a task latent.
+"""GBI toy experiment: switching-Gaussian stream, LSTM with a task latent
+(Hummos et al. 2024, Sec. 3.1, Figs. 2-3, Table 1).
 
 ``run(config, workdir)`` trains three arms on the same streams (all arms and
-seeds in one vmapped program) and measures, with weights frozen:
+seeds in one vmapped program, :func:`train_main_task`) and runs, with weights
+frozen, one function per analysis:
 
-1. learning curves (training loss vs step);
-2. forgetting: next-step MSE on the context of the second-to-last training
+1. :func:`learning_curves`: training loss vs step;
+2. :func:`forgetting`: next-step MSE on the context of the second-to-last training
    block (paper Table 1: GBI-LSTM 0.24 vs LSTM 0.30);
-3. one-step inference vs the Bayesian ideal observer (correlation of the
-   centred one-step scores with the centred Gaussian log-likelihoods of the
-   same window; context-identification accuracy vs the ideal observers');
-4. online inference: latent trajectory vs the exact HMM forward-filter
+3. :func:`one_step_inference` vs the Bayesian ideal observer (:func:`ideal_observer`):
+   correlation of the centred one-step scores with the centred Gaussian
+   log-likelihoods of the same window; context-identification accuracy vs the ideal
+   observers';
+4. :func:`online_inference`: latent trajectory vs the exact HMM forward-filter
    posterior (correlation, accuracy);
-5. recomposition: a compositional (mean x std) code trained on 3 combinations,
-   the 4th inferred by iterative optimisation of the latent (loss vs steps), GBI
-   vs a baseline whose input of the same size is optimised;
-6. modularity: the shared-unit ratio (see :func:`shared_unit_ratio`).
+5. :func:`recomposition`: a compositional (mean x std) code trained on 3
+   combinations, the 4th inferred by iterative optimisation of the latent (loss vs
+   steps), GBI vs a baseline whose input of the same size is optimised;
+6. :func:`modularity`: the shared-unit ratio (see :func:`shared_unit_ratio`).
+
+It writes ``results.json`` / ``results.md``, ``arrays.npz`` (what the figures draw
+beyond ``results.json``, :func:`figure_arrays`) and ``figures/`` (``figures.draw``;
+redraw with ``python -m experiments.figures --workdir=DIR``).
 
 Arms: ``gbi`` (one-hot of the true context), ``baseline`` (the uniform vector,
 i.e. no information), ``shuffled`` (a one-hot per block drawn independently of
@@ -320,7 +327,7 @@ def learning_curves(tr: Trained) -> dict:
     return out
 
 
-def test_streams(tr: Trained):
+def evaluation_streams(tr: Trained):
     """A fresh test stream of ``eval.test_blocks`` blocks per seed (shared by the arms)."""
     length = stream_length(tr.task, tr.config.eval.test_blocks)
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 99) for s in tr.seeds])
@@ -393,7 +400,7 @@ def ideal_observer(tr: Trained, test) -> dict:
             "window_accuracy": float(np.mean(np.argmax(win_ll, -1) == ctx[:, window:]))}
 
 
-def test_windows(tr: Trained, test):
+def evaluation_windows(tr: Trained, test):
     """Sliding windows of the test streams: ``inputs, targets [S, N, H]``."""
     return jax.jit(jax.vmap(lambda x: make_windows(x, tr.window)))(test.x)
 
@@ -404,7 +411,7 @@ def one_step_inference(tr: Trained, test, observer: dict) -> tuple[dict, np.ndar
     Returns the results section and the scores ``[M, N, K]``.
     """
     window, k = tr.window, tr.task.num_contexts
-    inputs_s, targets_s = test_windows(tr, test)
+    inputs_s, targets_s = evaluation_windows(tr, test)
     labels = np.asarray(test.context[:, window:])  # context of each window's last target
     scale = 0.5 / float(np.mean(np.square(tr.task.stds)))  # MSE -> Gaussian NLL units
     z0 = inference.max_entropy_latent(k)
@@ -484,7 +491,7 @@ def online_inference(tr: Trained, test, observer: dict) -> tuple[dict, np.ndarra
 def modularity(tr: Trained, test) -> dict:
     """Shared-unit ratio of the last hidden state of every test window."""
     window, k, model = tr.window, tr.task.num_contexts, tr.model
-    inputs_s, _ = test_windows(tr, test)
+    inputs_s, _ = evaluation_windows(tr, test)
     labels_s = test.context[:, window:]
     zs = []
     for m, (arm, s) in enumerate(tr.members):
@@ -515,7 +522,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     wd.claim(config, ignore=("figures",))
     t_start = time.time()
     tr = train_main_task(config, wd)
-    test = test_streams(tr)
+    test = evaluation_streams(tr)
     observer = ideal_observer(tr, test)
     results: dict[str, Any] = {"experiment": EXPERIMENT, "arms": list(tr.arms),
                                "seeds": tr.seeds, "num_contexts": tr.task.num_contexts}
