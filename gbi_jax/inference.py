@@ -11,11 +11,12 @@ respect to a shared latent.
 Sign convention: the loss is minimised, so the inferred task is the coordinate
 with the most negative gradient, ``argmax(-dL/dz)``. Near the max-entropy point
 ``-dL/dz_k`` is, up to a constant shared by all ``k``, a first-order estimate of
-``log p(x | z = e_k)`` (spec gbi.md section 2.1).
+``log p(x | z = e_k)`` (the one-step update of Hummos et al. 2024, Eq. 7).
 
 Main entry points
 -----------------
 one_step      one forward+backward pass at ``z0`` -> grad, scores, posterior, argmax
+exhaustive    the exact counterpart: the loss of every one-hot latent (K forward passes)
 optimize      ``num_steps`` optax updates of the latent inside ``lax.scan``
 online        latent inference along a sequence with a sliding window
 ood_scores    uncertainty / out-of-distribution scores from the one-step pass
@@ -29,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gbi_jax.validation import check_int, check_positive
+
 Array = jax.Array
 PyTree = Any
 LossFn = Callable[[Array], Array]
@@ -41,6 +44,8 @@ __all__ = [
     "max_entropy_latent",
     "one_step",
     "one_step_batch",
+    "exhaustive",
+    "exhaustive_batch",
     "optimize",
     "optimize_batch",
     "online",
@@ -55,13 +60,18 @@ __all__ = [
 # Results (NamedTuples are pytrees, so results pass through jit/vmap/scan).
 # --------------------------------------------------------------------------
 class OneStepResult(NamedTuple):
-    """Output of :func:`one_step`; the leading dims follow ``z0``'s batch dims.
+    """Output of :func:`one_step` and :func:`exhaustive`; leading dims are batch dims.
+
+    For :func:`one_step`:
 
     loss:       scalar loss at ``z0``.
     grad:       ``dL/dz`` at ``z0``, same shape as ``z0``.
     scores:     ``-grad``: larger means "this task explains the data better".
     posterior:  ``softmax(scores / temperature)`` over the last axis.
     prediction: ``argmax(scores)`` over the last axis (int32).
+
+    For :func:`exhaustive` the same fields hold the exact, K-pass quantities (see there):
+    ``grad`` is the vector of one-hot losses ``L(e_k)``, ``loss`` its minimum.
     """
 
     loss: Array
@@ -137,8 +147,7 @@ def max_entropy_latent(num_tasks: int, batch_shape: tuple[int, ...] = (), *,
       parameterization: ``"probs"`` gives ``1/K`` everywhere (a latent fed to the
         network directly); ``"logits"`` gives zeros (a latent fed through softmax).
     """
-    if num_tasks < 2:
-        raise ValueError(f"num_tasks must be >= 2 for task inference, got {num_tasks}.")
+    check_int("num_tasks", num_tasks, 2)
     shape = tuple(batch_shape) + (num_tasks,)
     if parameterization == "probs":
         return jnp.full(shape, 1.0 / num_tasks, dtype)
@@ -171,17 +180,6 @@ def l2_penalty(z: Array, anchor: Array, kind: str = "norm") -> Array:
     raise ValueError(f"penalty kind must be 'norm' or 'squared', got {kind!r}.")
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_temperature(temperature: Any) -> None:
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-
-
 def _check_latent(z0: Array) -> None:
     if z0.ndim < 1 or z0.shape[-1] < 2:
         raise ValueError(
@@ -206,7 +204,7 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0) -> OneStep
       :class:`OneStepResult`. Cost: one forward and one backward pass, whatever K.
     """
     _check_latent(z0)
-    _check_temperature(temperature)
+    check_positive("temperature", temperature)
     out = jax.eval_shape(loss_fn, z0)
     if not hasattr(out, "shape") or out.shape != ():
         raise ValueError("loss_fn must return a scalar loss for one latent, got "
@@ -283,6 +281,80 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
 
 
 # --------------------------------------------------------------------------
+# Exhaustive scoring (the exact reference of one-step GBI).
+# --------------------------------------------------------------------------
+def exhaustive(loss_fn: LossFn, num_tasks: int, *, temperature: float = 1.0,
+               dtype=jnp.float32) -> OneStepResult:
+    """Score every one-hot latent ``e_k`` with the loss: K forward passes, no gradient.
+
+    If the loss is a negative log-likelihood, ``L(e_k) = -log p(x | z = e_k) + const``,
+    this is exact likelihood inference over the K tasks, the quantity one-step GBI
+    estimates from one gradient (:func:`one_step`). The result has the type and shapes
+    of :func:`one_step`'s, with the exact quantities in its fields:
+
+    loss:       ``min_k L(e_k)``, the loss of the predicted task (scalar).
+    grad:       ``[K]`` the one-hot losses ``L(e_k)``. For a loss that is linear in
+                ``z`` (a mixture of per-task losses) this is exactly ``dL/dz``; in
+                general it is what one-step's gradient approximates to first order.
+    scores:     ``-grad`` (larger = this task explains the data better).
+    posterior:  ``softmax(-L(e_k) / temperature)``: with an NLL loss and
+                ``temperature = 1`` the Bayes posterior under a uniform task prior.
+    prediction: ``argmin_k L(e_k)`` (int32; the first one on ties).
+
+    Args:
+      loss_fn: ``z [K] -> scalar`` with the network weights closed over.
+      num_tasks: K >= 2.
+      temperature: of the posterior (> 0).
+      dtype: dtype of the one-hot latents.
+
+    Returns:
+      :class:`OneStepResult`. Cost: K forward passes (vmapped), against one forward and
+      one backward for :func:`one_step`.
+    """
+    num_tasks = check_int("num_tasks", num_tasks, 2)
+    check_positive("temperature", temperature)
+    eye = jnp.eye(num_tasks, dtype=dtype)
+    out = jax.eval_shape(loss_fn, eye[0])
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError("loss_fn must return a scalar loss for one latent, got "
+                         f"{getattr(out, 'shape', type(out))}; for a batch use exhaustive_batch.")
+    losses = jax.vmap(loss_fn)(eye)
+    scores = -losses
+    posterior = jax.nn.softmax(scores / temperature, axis=-1)
+    prediction = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    return OneStepResult(jnp.min(losses, axis=-1), losses, scores, posterior, prediction)
+
+
+def exhaustive_batch(example_loss_fn: Callable[[Array, PyTree], Array], num_tasks: int,
+                     batch: PyTree, *, temperature: float = 1.0,
+                     chunk_size: Optional[int] = None, dtype=jnp.float32) -> OneStepResult:
+    """:func:`exhaustive` for every example of ``batch``.
+
+    Args:
+      example_loss_fn: ``(z [K], example) -> scalar`` for ONE example.
+      num_tasks: K >= 2.
+      batch: pytree with leading batch axis B.
+      chunk_size: process the batch in chunks of this size (see :func:`per_example`).
+    Returns:
+      :class:`OneStepResult` whose fields have a leading axis B (``grad`` is the
+      ``[B, K]`` matrix of one-hot losses).
+    """
+    num_tasks = check_int("num_tasks", num_tasks, 2)
+
+    def single(_, example):
+        return exhaustive(lambda z: example_loss_fn(z, example), num_tasks,
+                          temperature=temperature, dtype=dtype)
+
+    # per_example vmaps over (latent, example) pairs; the latent is not used here, so a
+    # zero-width placeholder keeps its batching and chunking.
+    leaves = jax.tree_util.tree_leaves(batch)
+    if not leaves:
+        raise ValueError("exhaustive_batch needs a non-empty batch.")
+    placeholder = jnp.zeros((leaves[0].shape[0], 0), dtype)
+    return per_example(single, chunk_size=chunk_size)(placeholder, batch)
+
+
+# --------------------------------------------------------------------------
 # Iterative optimisation (recomposition).
 # --------------------------------------------------------------------------
 def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation,
@@ -292,7 +364,7 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
 
     Minimises ``loss_fn(z) + penalty * dist(z, anchor)`` for ``num_steps`` steps in
     one ``lax.scan``. The penalty is the L2 pull toward the max-entropy point that
-    stands in for the entropy term of the E-step (spec gbi.md 2.5).
+    stands in for the entropy term of the E-step (Hummos et al. 2024, Eqs. 4-6).
 
     Args:
       loss_fn: ``z -> scalar``.
@@ -308,7 +380,7 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
       ``num_steps``.
     """
     _check_latent(z0)
-    num_steps = _check_int("num_steps", num_steps, 0)
+    num_steps = check_int("num_steps", num_steps, 0)
     anchor = z0 if anchor is None else anchor
 
     def step(carry, _):
@@ -369,8 +441,8 @@ def online(loss_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]], z0: 
     boolean ``mask`` marking real entries). The loss of the window is evaluated at
     the latent carried in from ``t - 1``; then ``num_steps`` optimiser steps are
     applied and the latent (and optimiser state, e.g. momentum) is carried to
-    ``t + 1``. This is the spec's online protocol (gbi.md 2.6): a slow latent
-    shared across the window, recurrent state recomputed inside the window.
+    ``t + 1``: a slow latent shared across the window, recurrent state recomputed
+    inside the window (the online protocol of Hummos et al. 2024, Sec. 3.1, Fig. S7).
 
     Args:
       loss_fn: ``(z, window_obs, mask) -> (loss, aux)``; ``window_obs`` is the
@@ -387,8 +459,8 @@ def online(loss_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]], z0: 
       ``(z_final, trace)``; ``trace`` is an :class:`OnlineTrace` of length T.
     """
     _check_latent(z0)
-    window = _check_int("window", window, 1)
-    num_steps = _check_int("num_steps", num_steps, 1)
+    window = check_int("window", window, 1)
+    num_steps = check_int("num_steps", num_steps, 1)
     anchor = z0 if anchor is None else anchor
     length = jax.tree_util.tree_leaves(sequence)[0].shape[0]
     padded = jax.tree_util.tree_map(
@@ -429,7 +501,7 @@ def online(loss_fn: Callable[[Array, PyTree, Array], tuple[Array, PyTree]], z0: 
 # --------------------------------------------------------------------------
 def ood_scores(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
                step_size: float = 1.0) -> OODScores:
-    """All one-pass OOD candidates of the spec (gbi.md 2.7) for one example.
+    """The one-pass uncertainty / OOD scores of one example (Hummos et al. 2024, Sec. 3.2).
 
     Uses one forward+backward at ``z0`` plus one extra forward at the updated
     latent ``z0 - step_size * g``. Vectorise over examples with ``jax.vmap`` or

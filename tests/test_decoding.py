@@ -1,4 +1,4 @@
-"""Tests for gbi_jax.analysis.decoding (OOD generalisation protocol, spec 4.1-4.2)."""
+"""Tests for gbi_jax.analysis.decoding: the OOD generalisation protocol and decoder angles."""
 
 import itertools
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gbi_jax.analysis import decoding as dec
+from gbi_jax.tasks import orthant_index, orthant_signs
 
 N, H, D = 1200, 12, 2
 
@@ -28,7 +29,7 @@ def linear_code():
 
 
 def _quadrant_onehot(x, width):
-    quadrant = np.asarray(dec.orthant_index(x))
+    quadrant = np.asarray(orthant_index(x))
     return np.eye(width, dtype=np.float32)[quadrant]
 
 
@@ -45,26 +46,16 @@ def quadrant_code():
 # --------------------------------------------------------------------------
 # Orthants.
 # --------------------------------------------------------------------------
-def test_orthant_numbering():
-    # Quadrants 1..4 = (+,+), (-,+), (-,-), (+,-) -> 0..3 (authors' DenoiseQuads).
-    x = np.array([[0.1, 0.2], [-0.1, 0.2], [-0.1, -0.2], [0.1, -0.2], [0.0, 0.0]])
-    np.testing.assert_array_equal(dec.orthant_index(x), [0, 1, 2, 3, 0])
-    np.testing.assert_array_equal(dec.orthant_signs(2), [[1, 1], [-1, 1], [-1, -1], [1, -1]])
-    # D > 2: itertools.product([-, +], repeat=D) order.
+def test_halfspace_orthants():
     signs = np.array(list(itertools.product([-1, 1], repeat=3)))
-    np.testing.assert_array_equal(dec.orthant_signs(3), signs)
-    np.testing.assert_array_equal(dec.orthant_index(0.3 * signs), np.arange(8))
-    np.testing.assert_array_equal(dec.orthant_index(0.3 * dec.orthant_signs(2, "binary"),
-                                                    order="binary"), np.arange(4))
     np.testing.assert_array_equal(dec.halfspace_orthants(3, 0), signs[:, 0] > 0)
-    with pytest.raises(ValueError, match="quadrant"):
-        dec.orthant_signs(3, "quadrant")
+    np.testing.assert_array_equal(dec.halfspace_orthants(2, 1), [True, True, False, False])
 
 
 def test_sample_in_orthants():
     orthants = np.arange(8) % 4
     x = dec.sample_in_orthants(jax.random.PRNGKey(0), orthants, 2)
-    np.testing.assert_array_equal(dec.orthant_index(x), orthants)
+    np.testing.assert_array_equal(orthant_index(x), orthants)
     assert np.all(np.abs(x) <= 0.5)
 
 
@@ -75,7 +66,7 @@ def test_r2_normaliser():
     rng = np.random.default_rng(0)
     y = rng.uniform(0, 0.5, size=(4000, 2))  # one quadrant: variance 1/48
     pred = np.broadcast_to(y.mean(0), y.shape)  # the quadrant mean (~0.25)
-    # Full-prior normaliser (spec): 1 - (1/48) / (1/12) = 0.75; empirical: 0.
+    # Full-prior normaliser: 1 - (1/48) / (1/12) = 0.75; empirical: 0.
     np.testing.assert_allclose(dec.r2(y, pred), 0.75, atol=0.01)
     np.testing.assert_allclose(dec.r2(y, pred, normaliser=None), 0.0, atol=1e-5)
     np.testing.assert_allclose(dec.r2(y, y), 1.0)
@@ -124,8 +115,14 @@ def test_ridge_and_adam_agree(linear_code):
 
 
 def test_decoder_steps():
+    # The authors' schedule for N = 2, 3, 6, 12, 24 (their generalize.py).
     assert [dec.decoder_steps(n) for n in (2, 3, 6, 12, 24)] == [3000, 3000, 2000, 1000, 1000]
     assert dec.decoder_steps(48) == 1000
+    got = dec.decoder_steps(np.array([2, 4, 6, 7, 24]), (30, 20, 10))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, [30, 20, 20, 10, 10])
+    with pytest.raises(ValueError, match="3 step counts"):
+        dec.decoder_steps(2, (10, 10))
 
 
 # --------------------------------------------------------------------------
@@ -167,7 +164,7 @@ def test_separate_test_set_layout(quadrant_code):
     iid, w, b = dec.id_r2(h_tr, x_tr, test_orthant=2, h_test=h_te, x_test=x_te,
                           return_decoder=True)
     assert iid > 0.99 and ood < 0.2
-    in_q = np.asarray(dec.orthant_index(x_te)) == 2
+    in_q = np.asarray(orthant_index(x_te)) == 2
     np.testing.assert_allclose(iid, dec.r2(x_te[in_q], dec.predict(h_te[in_q], w, b)), rtol=1e-5)
     with pytest.raises(ValueError, match="both"):
         dec.ood_r2(h_tr, x_tr, heldout=0, h_test=h_te)
@@ -177,7 +174,8 @@ def test_cross_validated_grid(linear_code, quadrant_code):
     h, x, a = linear_code
     key = jax.random.PRNGKey(0)
     cv = dec.cross_validate(h, x, key=key, num_fits=3, method="adam", steps=1000)
-    assert cv.r2.shape == (4, 3) and cv.weights.shape == (4, 3, H, D) and cv.biases.shape == (4, 3, D)
+    assert cv.r2.shape == (4, 3) and cv.weights.shape == (4, 3, H, D)
+    assert cv.biases.shape == (4, 3, D)
     assert np.all(cv.r2 > 0.98), cv.r2
     assert len(np.unique(np.asarray(cv.r2))) > 1  # fits differ in their key
     # Ridge fits on random 70 % subsets: entry [k, f] equals the single-fold call with

@@ -143,18 +143,66 @@ def test_masked_loss_equals_unpadded_loss():
     np.testing.assert_allclose(l_small[0], l_big[0], rtol=1e-5)
 
 
-def test_decoder_recovers_a_linear_code():
+# Small reference decoders (test-only): the library's protocol is checked against them.
+def _reference_adam_decoder(key, h_pool, x_pool, *, steps, lr, batch):
+    """Adam fit of ``x ~ h W + b`` on batches of ``batch`` rows drawn from the pool,
+    torch ``nn.Linear`` init, MSE loss."""
+    import optax
+
+    p, hdim = h_pool.shape
+    k_w, k_b, k_d = jax.random.split(key, 3)
+    bound = 1.0 / np.sqrt(hdim)
+    params = (jax.random.uniform(k_w, (hdim, x_pool.shape[1]), minval=-bound, maxval=bound),
+              jax.random.uniform(k_b, (x_pool.shape[1],), minval=-bound, maxval=bound))
+    tx = optax.adam(lr)
+
+    def body(i, carry):
+        prm, o = carry
+        idx = jax.random.randint(jax.random.fold_in(k_d, i), (batch,), 0, p)
+        g = jax.grad(lambda q: jnp.mean(jnp.square(h_pool[idx] @ q[0] + q[1] - x_pool[idx])))(prm)
+        upd, o = tx.update(g, o, prm)
+        return optax.apply_updates(prm, upd), o
+
+    return jax.lax.fori_loop(0, steps, body, (params, tx.init(params)))[0]
+
+
+def _reference_ridge_decoder(h_pool, x_pool, ridge):
+    """Closed-form ridge regression with an absolute ridge, bias unpenalised."""
+    hm, xm = h_pool.mean(0), x_pool.mean(0)
+    hc, xc = h_pool - hm, x_pool - xm
+    w = np.linalg.solve(hc.T @ hc + ridge * len(hc) * np.eye(hc.shape[1]), hc.T @ xc)
+    return w, xm - hm @ w
+
+
+def _reference_pair_angles(w):
+    """Angles (degrees) between the columns of ``w [H, D]``, upper-triangle pairs."""
+    u = w / np.linalg.norm(w, axis=0, keepdims=True)
+    i, j = np.triu_indices(w.shape[1], 1)
+    return np.degrees(np.arccos(np.clip(u.T @ u, -1.0, 1.0)[i, j]))
+
+
+def test_library_decoders_match_references_on_a_linear_code():
+    from gbi_jax.analysis import decoding
+
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.5, 0.5, (2048, 2)).astype(np.float32)
     mix = rng.normal(size=(2, 16)).astype(np.float32)
-    h = x @ mix + 0.3
-    w, b = jax.jit(lambda k, h, x: evaluation.fit_decoder_adam(
-        k, h, x, steps=3000, max_steps=3000, lr=3e-3, batch=16))(jax.random.PRNGKey(0), h, x)
-    assert 1 - np.mean((h @ np.asarray(w) + np.asarray(b) - x) ** 2) * 12 > 0.99
-    w_r, b_r = jax.jit(evaluation.fit_decoder_ridge, static_argnums=2)(h, x, 1e-6)
-    assert 1 - np.mean((h @ np.asarray(w_r) + np.asarray(b_r) - x) ** 2) * 12 > 0.999
-    ang = jax.jit(evaluation.pair_angles)(jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-    np.testing.assert_allclose(ang, [90.0], atol=1e-4)
+    h = x @ mix + 0.3 + 0.01 * rng.normal(size=(2048, 16)).astype(np.float32)
+    r2 = lambda w, b: 1 - np.mean((h @ np.asarray(w) + np.asarray(b) - x) ** 2) * 12  # noqa
+    w_ref, b_ref = _reference_ridge_decoder(h.astype(np.float64), x.astype(np.float64), 1e-8)
+    w_lib, b_lib = decoding.fit_linear_decoder(h, x, method="ridge", l2=1e-8)
+    np.testing.assert_allclose(h @ np.asarray(w_lib) + np.asarray(b_lib), h @ w_ref + b_ref,
+                               atol=2e-3)
+    w_a, b_a = jax.jit(lambda k, hh, xx: _reference_adam_decoder(
+        k, hh, xx, steps=3000, lr=3e-3, batch=16))(jax.random.PRNGKey(0), h, x)
+    w_l, b_l = decoding.fit_linear_decoder(h, x, method="adam", steps=3000, lr=3e-3,
+                                           batch_size=16, key=jax.random.PRNGKey(0))
+    assert r2(w_a, b_a) > 0.99 and r2(w_l, b_l) > 0.99
+    weights = rng.normal(size=(3, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(decoding.decoder_angles(weights),
+                               [_reference_pair_angles(w) for w in weights], atol=1e-3)
+    np.testing.assert_allclose(decoding.decoder_angles(np.eye(3, 2, dtype=np.float32)), [90.0],
+                               atol=1e-4)
 
 
 # ---------------------------------------------------------------------------

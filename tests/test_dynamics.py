@@ -1,4 +1,4 @@
-"""Tests for gbi_jax.analysis.dynamics (spec disentangle.md 4.3)."""
+"""Tests for gbi_jax.analysis.dynamics: fixed points, stability, tuning and sparsity."""
 
 import jax
 import jax.numpy as jnp
@@ -22,13 +22,15 @@ _OFFSET = jnp.asarray(_RNG.normal(size=H), jnp.float32)
 _PLANE = _linear_map([1.0, 1.0, 0.5, 0.3, -0.4, 0.2])  # fixed points: span of columns 0, 1
 
 
-# Module-level step functions: jit caches them across calls.
-def _affine_step(h, u):
-    return _CONTRACTION @ h + _OFFSET + u
+_AFFINE = {"a": _CONTRACTION, "b": _OFFSET}
+_PLANE_PARAMS = {"a": _PLANE, "b": jnp.zeros(H, jnp.float32)}
+_TRACES = []
 
 
-def _plane_step(h, u):
-    return _PLANE @ h + u
+# One module-level step function for every network: the parameters are an argument.
+def _affine_step(params, h, u):
+    _TRACES.append(1)  # runs only while JAX traces (compiles) a program
+    return params["a"] @ h + params["b"] + u
 
 
 # --------------------------------------------------------------------------
@@ -52,42 +54,60 @@ def test_pca_recovers_known_axes():
 def test_fixed_point_of_affine_map():
     h_star = np.linalg.solve(np.eye(H) - np.asarray(_CONTRACTION), np.asarray(_OFFSET))
     h0 = jnp.asarray(_RNG.normal(size=(16, H)) * 3, jnp.float32)
-    fp = dyn.find_fixed_points(_affine_step, h0, input=0.0, steps=4000)
+    fp = dyn.find_fixed_points(_affine_step, _AFFINE, h0, input=0.0, steps=4000)
     assert fp.points.shape == (16, H) and fp.q.shape == (16,) and fp.q_trace.shape == (40, 16)
     # Constant-step Adam (the authors' setting) ends in a jitter of size ~lr.
     np.testing.assert_allclose(fp.points, np.broadcast_to(h_star, (16, H)), atol=0.02)
     assert np.all(fp.converged) and np.all(fp.q_trace[-1] < fp.q_trace[0])
     # A decaying learning rate converges much tighter than constant-step Adam.
     tight = dyn.find_fixed_points(
-        _affine_step, h0, input=0.0, steps=3000,
+        _affine_step, _AFFINE, h0, input=0.0, steps=3000,
         optimizer=optax.adam(optax.cosine_decay_schedule(0.05, 3000)))
     np.testing.assert_allclose(tight.points, np.broadcast_to(h_star, (16, H)), atol=1e-4)
     # Input shifts the fixed point: (I - A) h = b + u.
     u = jnp.full(H, 0.3)
-    shifted = dyn.find_fixed_points(_affine_step, h0[:2], input=u, steps=4000)
+    shifted = dyn.find_fixed_points(_affine_step, _AFFINE, h0[:2], input=u, steps=4000)
     np.testing.assert_allclose(shifted.points[0], np.linalg.solve(
         np.eye(H) - np.asarray(_CONTRACTION), np.asarray(_OFFSET + u)), atol=0.02)
     # Unique points: all 16 collapse to one.
     unique, labels = dyn.unique_points(fp.points, eps=0.5, q=fp.q)
     assert unique.shape == (1, H) and np.all(labels == 0)
     # Jacobian of F - id is A - I exactly.
-    jac = dyn.jacobians(_affine_step, fp.points[:1], 0.0)
+    jac = dyn.jacobians(_affine_step, _AFFINE, fp.points[:1], 0.0)
     np.testing.assert_allclose(jac[0], np.asarray(_CONTRACTION) - np.eye(H), atol=1e-6)
-    eigs = dyn.jacobian_eigenvalues(_affine_step, unique, 0.0)
+    eigs = dyn.jacobian_eigenvalues(_affine_step, _AFFINE, unique, 0.0)
     np.testing.assert_allclose(eigs[0].real, [-0.4, -0.5, -0.6, -0.7, -0.9, -1.2], atol=1e-5)
     sig = dyn.continuous_attractor_signature(eigs)
     assert not sig.is_attractor[0] and not sig.marginal[0] and sig.stable[0]
 
 
+def test_networks_share_one_compiled_program():
+    """Two networks (different parameters, same shapes) and two learning rates reuse the
+    programs compiled for the first call, and each gets its own closed-form fixed point."""
+    h0 = jnp.asarray(_RNG.normal(size=(8, H)), jnp.float32)
+    nets = [{"a": _linear_map(ev), "b": jnp.asarray(_RNG.normal(size=H), jnp.float32)}
+            for ev in ([0.5, 0.2, -0.3, 0.1, 0.4, 0.0], [-0.5, 0.6, 0.3, 0.2, -0.1, 0.5])]
+    dyn.find_fixed_points(_affine_step, nets[0], h0, input=0.0, steps=2000, lr=0.05)
+    dyn.jacobians(_affine_step, nets[0], h0[:1], 0.0)
+    traced = len(_TRACES)
+    for net, lr in zip(nets, (0.05, 0.04)):
+        fp = dyn.find_fixed_points(_affine_step, net, h0, input=0.0, steps=2000, lr=lr)
+        h_star = np.linalg.solve(np.eye(H) - np.asarray(net["a"]), np.asarray(net["b"]))
+        np.testing.assert_allclose(fp.points, np.broadcast_to(h_star, (8, H)), atol=0.05)
+        jac = dyn.jacobians(_affine_step, net, fp.points[:1], 0.0)
+        np.testing.assert_allclose(jac[0], np.asarray(net["a"]) - np.eye(H), atol=1e-6)
+    assert len(_TRACES) == traced  # nothing was traced (compiled) again
+
+
 def test_plane_attractor():
     h0 = jnp.asarray(_RNG.normal(size=(32, H)) * 2, jnp.float32)
-    fp = dyn.find_fixed_points(_plane_step, h0, input=0.0, steps=4000)
+    fp = dyn.find_fixed_points(_affine_step, _PLANE_PARAMS, h0, input=0.0, steps=4000)
     assert np.all(fp.converged)
     off_plane = np.asarray(fp.points) @ _BASIS[:, 2:]
     np.testing.assert_allclose(off_plane, 0.0, atol=0.02)
     in_plane = np.asarray(fp.points) @ _BASIS[:, :2]
     assert np.std(in_plane) > 0.5  # a sheet of distinct fixed points, not one point
-    eigs = dyn.jacobian_eigenvalues(_plane_step, fp.points, 0.0)
+    eigs = dyn.jacobian_eigenvalues(_affine_step, _PLANE_PARAMS, fp.points, 0.0)
     assert eigs.shape == (32, H)
     np.testing.assert_allclose(eigs[:, :2], 0.0, atol=1e-5)  # the two marginal directions
     np.testing.assert_allclose(eigs[0, 2:].real, [-0.5, -0.7, -0.8, -1.4], atol=1e-5)

@@ -1,6 +1,7 @@
 """Evidence-aggregation task generator (gbi_jax.tasks.evidence): statistics and checks."""
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gbi_jax.tasks import EvidenceTask, orthant_index, orthant_signs, stack_instances
+from gbi_jax.tasks import EvidenceTask, line_angles, orthant_index, orthant_signs, stack_instances
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,6 +98,35 @@ def test_orthants_high_dim():
     np.testing.assert_array_equal(signs[-1], [1, 1, 1])
     x = jnp.asarray(signs * 0.1)
     np.testing.assert_array_equal(orthant_index(x), np.arange(8))
+
+
+def test_orthant_numbering_orders():
+    # Quadrants 1..4 = (+,+), (-,+), (-,-), (+,-) -> 0..3 (authors' DenoiseQuads).
+    x = np.array([[0.1, 0.2], [-0.1, 0.2], [-0.1, -0.2], [0.1, -0.2], [0.0, 0.0]])
+    np.testing.assert_array_equal(orthant_index(x), [0, 1, 2, 3, 0])
+    np.testing.assert_array_equal(orthant_index(x), _quadrant(x))
+    # D > 2 and order="binary": itertools.product([-, +], repeat=D), first coordinate
+    # most significant.
+    signs = np.array(list(itertools.product([-1, 1], repeat=3)))
+    np.testing.assert_array_equal(orthant_signs(3, "binary"), signs)
+    np.testing.assert_array_equal(orthant_index(0.3 * signs[None], order="binary"),
+                                  np.arange(8)[None])  # leading dims are kept
+    np.testing.assert_array_equal(orthant_index(0.3 * orthant_signs(2, "binary"),
+                                                order="binary"), np.arange(4))
+    assert orthant_signs(2).dtype == np.float32
+    with pytest.raises(ValueError, match="quadrant"):
+        orthant_signs(3, "quadrant")
+    with pytest.raises(ValueError, match="order"):
+        orthant_signs(2, "gray")
+
+
+def test_line_angles():
+    np.testing.assert_allclose(line_angles(2), [np.pi / 4, 3 * np.pi / 4])
+    phi = line_angles(24)
+    np.testing.assert_allclose(np.diff(phi), np.pi / 24)
+    # The D = 2 label weights are (-tan phi, 1): 1[x2 > tan(phi) x1].
+    inst = EvidenceTask(max_tasks=24).instance(0, 24)
+    np.testing.assert_allclose(inst.weights[:, 0], -np.tan(phi), rtol=1e-6)
 
 
 def test_correlated_factors_copula():
@@ -193,22 +223,30 @@ def test_static_encoder_kinds_are_checked():
 
 
 @pytest.mark.parametrize("kwargs, n, match", [
-    (dict(), 25, "num_tasks"),
-    (dict(), 0, "num_tasks"),
-    (dict(boundary="circle"), 2, "boundary"),
-    (dict(boundary="hyperbolic"), 6, "divisible by 4"),
-    (dict(boundary="hyperbolic", dim=3), 4, "dim=2"),
-    (dict(dim=0), 2, "dim"),
-    (dict(stim_steps=0), 2, "stim_steps"),
-    (dict(free_rt=True, boundary="hyperbolic"), 4, "free_rt"),
+    (dict(), 25, r"TaskInstance.num_tasks must be an integer in \[1, 24\]"),
+    (dict(), 0, "TaskInstance.num_tasks"),
+    (dict(boundary="circle"), 2, "EvidenceTask.boundary must be one of"),
+    (dict(boundary="hyperbolic"), 6, "TaskInstance.num_tasks must be divisible by 4"),
+    (dict(boundary="hyperbolic", dim=3), 4, "EvidenceTask.boundary 'hyperbolic' needs dim=2"),
+    (dict(dim=0), 2, "EvidenceTask.dim must be an integer >= 1"),
+    (dict(stim_steps=0), 2, "EvidenceTask.stim_steps"),
+    (dict(encoder_hidden=(100, 0)), 2, "EvidenceTask.encoder_hidden"),
+    (dict(bound=0.0), 2, "EvidenceTask.bound must be > 0"),
+    (dict(free_rt=True, boundary="hyperbolic"), 4, "EvidenceTask.free_rt"),
 ])
 def test_rejects_bad_values(kwargs, n, match):
     with pytest.raises(ValueError, match=match):
         EvidenceTask(**{"max_tasks": 24, **kwargs}).instance(0, n)
 
 
-@pytest.mark.parametrize("kw, match", [(dict(sigma=-0.1), "sigma"), (dict(rho=1.0), "rho"),
-                                       (dict(encoder="tanh"), "encoder")])
-def test_instance_rejects_bad_values(kw, match):
+@pytest.mark.parametrize("task, kw, match", [
+    (EvidenceTask(), dict(sigma=-0.1), "TaskInstance.sigma must be >= 0"),
+    (EvidenceTask(), dict(rho=1.0), r"TaskInstance.rho must be in \(-1.0, 1.0\)"),
+    (EvidenceTask(dim=3), dict(rho=-0.6), r"TaskInstance.rho must be in \(-0.5, 1.0\)"),
+    (EvidenceTask(), dict(encoder="tanh"), "TaskInstance.encoder"),
+])
+def test_instance_rejects_bad_values(task, kw, match):
     with pytest.raises(ValueError, match=match):
-        EvidenceTask().instance(0, 2, **kw)
+        task.check_instance(2, **kw)  # checks without drawing ...
+    with pytest.raises(ValueError, match=match):
+        task.instance(0, 2, **kw)  # ... and instance() runs the same checks

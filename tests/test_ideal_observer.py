@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from gbi_jax.analysis import ideal_observer as io
+from gbi_jax.tasks import SwitchingGaussianTask
 
 
 def _random_problem(rng, num_contexts, length):
@@ -189,7 +190,7 @@ def test_transition_matrix_rows_sum_to_one(num_contexts, hazard):
 def test_transition_matrix_rejects_bad_input():
     with pytest.raises(ValueError, match="num_contexts must be an integer >= 2"):
         io.switching_transition_matrix(1, 0.1)
-    with pytest.raises(ValueError, match=r"hazard must be a probability in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"hazard must be in \[0.0, 1.0\]"):
         io.switching_transition_matrix(2, 1.5)
     with pytest.raises(ValueError, match="hazard"):
         io.switching_transition_matrix(2, -0.1)
@@ -209,30 +210,12 @@ def test_gaussian_log_likelihoods_match_scipy():
     np.testing.assert_allclose(got_b.reshape(50, 4), got, rtol=1e-6)
 
 
-def test_mean_block_length_matches_exact_expectation():
-    for min_len, max_len, p in [(20, 50, 1 / 20), (50, 100, 1 / 20), (1, 10, 0.3),
-                                (5, 5, 0.2), (1, 1000, 1.0)]:
-        n = np.arange(1, 20000)
-        pmf = p * (1 - p) ** (n - 1)
-        want = np.sum(np.clip(n, min_len, max_len) * pmf)
-        np.testing.assert_allclose(io.mean_block_length(min_len, max_len, p), want, rtol=1e-5)
-        np.testing.assert_allclose(io.hazard_from_block_lengths(min_len, max_len, p), 1 / want,
-                                   rtol=1e-5)
-    # No upper clip: plain geometric mean 1/p.
-    np.testing.assert_allclose(io.mean_block_length(1, None, 0.05), 20.0, rtol=1e-5)
-
-
-def test_mean_block_length_matches_sampling():
-    rng = np.random.default_rng(0)
-    samples = np.clip(rng.geometric(1 / 20, size=400_000), 20, 50)
-    np.testing.assert_allclose(io.mean_block_length(20, 50, 1 / 20), samples.mean(), rtol=2e-3)
-
-
-def test_mean_block_length_rejects_bad_input():
-    with pytest.raises(ValueError, match="max_len"):
-        io.mean_block_length(50, 20, 0.05)
-    with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
-        io.mean_block_length(20, 50, 0.0)
+def test_hazard_is_one_over_the_tasks_mean_block_length():
+    for min_len, max_len, p in [(20, 50, 1 / 20), (1, 10, 0.3)]:
+        task = SwitchingGaussianTask(block_p=p, min_block=min_len, max_block=max_len)
+        np.testing.assert_allclose(io.hazard_from_block_lengths(min_len, max_len, p),
+                                   task.hazard, rtol=1e-12)
+        np.testing.assert_allclose(task.hazard, 1.0 / task.mean_block_length, rtol=1e-12)
 
 
 @pytest.mark.parametrize("window", [1, 2, 5, 40])

@@ -124,6 +124,76 @@ def test_one_step_first_order_identity_for_any_linear_decoder():
                                    rtol=1e-10, atol=1e-10)
 
 
+# --------------------------------------------------------------------------
+# Exhaustive scoring against exact Bayes.
+# --------------------------------------------------------------------------
+def test_exhaustive_is_exact_bayes_for_linear_gaussian():
+    """For x ~ N(W e_k, s^2 I) the one-hot losses are -log N(x; W e_k, s^2 I) + const, so
+    the exhaustive posterior at temperature 1 is the exact Bayes posterior (uniform prior)."""
+    rng = np.random.default_rng(3)
+    num_tasks, dim_x, noise_sd, n = 5, 7, 0.8, 64
+    w = rng.normal(size=(dim_x, num_tasks)).astype(np.float32)
+    context = rng.integers(num_tasks, size=n)
+    x = (w[:, context].T + noise_sd * rng.normal(size=(n, dim_x))).astype(np.float32)
+    loss = lambda z, xi: _linear_gaussian_loss(w, xi, noise_sd)(z)  # noqa: E731
+    res = jax.jit(lambda xs: inference.exhaustive_batch(loss, num_tasks, xs))(x)
+
+    log_lik = stats.norm.logpdf(x[:, None, :].astype(np.float64), w.T[None], noise_sd).sum(-1)
+    bayes = np.exp(log_lik - log_lik.max(-1, keepdims=True))
+    bayes /= bayes.sum(-1, keepdims=True)
+    np.testing.assert_allclose(res.posterior, bayes, atol=2e-5)
+    # grad holds the one-hot losses; they differ from -log_lik by one constant per example.
+    const = np.asarray(res.grad, np.float64) + log_lik
+    np.testing.assert_allclose(const, const[:, :1] * np.ones((1, num_tasks)), atol=1e-3)
+    np.testing.assert_array_equal(res.scores, -res.grad)
+    np.testing.assert_array_equal(res.prediction, np.argmin(np.asarray(res.grad), -1))
+    np.testing.assert_array_equal(res.loss, np.min(np.asarray(res.grad), -1))
+    assert res.prediction.dtype == np.int32 and res.loss.shape == (n,)
+    # Temperature sharpens without changing the prediction.
+    cold = inference.exhaustive_batch(loss, num_tasks, x, temperature=0.25)
+    np.testing.assert_array_equal(cold.prediction, res.prediction)
+    assert np.all(np.asarray(cold.posterior).max(-1) >= np.asarray(res.posterior).max(-1) - 1e-6)
+
+
+def test_exhaustive_equals_one_step_for_a_loss_linear_in_z():
+    """A mixture loss L(z) = sum_k z_k c_k has dL/dz = c = (L(e_k))_k: both agree exactly."""
+    c = jnp.asarray([0.3, -1.2, 2.0, 0.7])
+    loss = lambda z: jnp.dot(z, c)  # noqa: E731
+    ex = inference.exhaustive(loss, 4, temperature=0.5)
+    one = inference.one_step(loss, inference.max_entropy_latent(4), temperature=0.5)
+    chex.assert_trees_all_close(ex.grad, one.grad, c)
+    chex.assert_trees_all_close(ex.scores, one.scores)
+    chex.assert_trees_all_close(ex.posterior, one.posterior, rtol=1e-6)
+    assert int(ex.prediction) == int(one.prediction) == 1
+    np.testing.assert_allclose(ex.loss, -1.2)
+
+
+def test_exhaustive_jit_vmap_chunks_and_loop_agree():
+    single = jax.jit(lambda x: inference.exhaustive(lambda z: _decoder_loss(_PARAMS, z, x), 4))
+    batched = jax.vmap(single)(_X)
+    looped = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[single(x) for x in _X])
+    chex.assert_trees_all_close(batched, looped, rtol=1e-5, atol=1e-6)
+    example_loss = lambda z, x: _decoder_loss(_PARAMS, z, x)  # noqa: E731
+    plain = inference.exhaustive_batch(example_loss, 4, _X)
+    chunked = inference.exhaustive_batch(example_loss, 4, _X, chunk_size=3)
+    chex.assert_trees_all_close(plain, chunked, looped, rtol=1e-5, atol=1e-6)
+    # The one-hot losses are the loss evaluated at the vertices.
+    eye = np.eye(4, dtype=np.float32)
+    direct = np.array([[float(_decoder_loss(_PARAMS, e, x)) for e in eye] for x in _X[:2]])
+    np.testing.assert_allclose(plain.grad[:2], direct, rtol=1e-5)
+
+
+def test_exhaustive_rejects_bad_input():
+    with pytest.raises(ValueError, match="num_tasks must be an integer >= 2"):
+        inference.exhaustive(_quad, 1)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        inference.exhaustive(_quad, 3, temperature=0.0)
+    with pytest.raises(ValueError, match="scalar"):
+        inference.exhaustive(lambda z: z ** 2, 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        inference.exhaustive_batch(lambda z, x: jnp.sum(z), 3, {})
+
+
 def test_softmax_latent_at_zero_logits_gives_same_prediction():
     """At uniform logits the softmax Jacobian only centres (and scales) the gradient."""
     params = _decoder(1, num_tasks=5)
@@ -585,7 +655,7 @@ def _quad(z):
 
 
 def test_fewer_than_two_tasks_is_rejected():
-    with pytest.raises(ValueError, match="num_tasks must be >= 2"):
+    with pytest.raises(ValueError, match="num_tasks must be an integer >= 2"):
         inference.max_entropy_latent(1)
     with pytest.raises(ValueError, match="K >= 2"):
         inference.one_step(_quad, jnp.ones(1))

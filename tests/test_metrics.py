@@ -150,3 +150,17 @@ def test_reliability_bins_edges_and_empty_bins():
         metrics.reliability_bins(np.ones(3), np.ones(3), num_bins=0)
     with pytest.raises(ValueError, match="same number of entries"):
         metrics.reliability_bins(np.ones(3), np.ones(4))
+
+
+def test_fit_temperature_recovers_the_sampling_temperature():
+    # Labels drawn from softmax(s / alpha): the NLL-optimal temperature is alpha.
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(20_000, 5)).astype(np.float32) * 3.0
+    for alpha in (0.5, 2.0):
+        p = np.exp(scores / alpha - (scores / alpha).max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        labels = (rng.random((len(p), 1)) > np.cumsum(p, -1)).sum(-1)
+        got = metrics.fit_temperature(scores, labels)
+        assert isinstance(got, float) and abs(np.log(got / alpha)) < 0.05, (alpha, got)
+    with pytest.raises(ValueError, match="scores"):
+        metrics.fit_temperature(scores[0], labels[:1])

@@ -1,4 +1,5 @@
-"""Tests for gbi_jax.analysis.theory against the spec's numbers (disentangle.md 2, 5.1)."""
+"""Tests for gbi_jax.analysis.theory: Eq. 7 (Vafidis et al. 2025), the Bayes references
+against closed forms and Monte Carlo."""
 
 import math
 
@@ -7,13 +8,14 @@ import numpy as np
 import pytest
 
 from gbi_jax.analysis import theory
+from gbi_jax.tasks import line_angles
 
 
 # --------------------------------------------------------------------------
 # Eq. 7 and the posterior-mean r^2.
 # --------------------------------------------------------------------------
-def test_r2_ceiling_spec_values():
-    # 1 - 0.48 / t at sigma = 0.2 (spec table, section 2).
+def test_r2_ceiling_values():
+    # 1 - 0.48 / t at sigma = 0.2 (Eq. 7).
     for t, want in [(5, 0.904), (10, 0.952), (20, 0.976), (21, 0.977), (40, 0.988)]:
         np.testing.assert_allclose(theory.r2_ceiling(0.2, t), want, atol=5e-4)
     # Fig. 5c noise grid at T = 20.
@@ -25,6 +27,14 @@ def test_r2_ceiling_spec_values():
                                [0.920, 0.956, 0.977, 0.988], atol=5e-4)
     np.testing.assert_allclose(theory.r2_ceiling(0.2, 20, latent_var=1 / 48), 1 - 0.04 * 48 / 20,
                                rtol=1e-6)
+
+
+def test_r2_ceiling_keeps_the_input_type():
+    # Python floats stay float64 (the tables record this value); arrays keep their kind.
+    value = theory.r2_ceiling(0.2, 20)
+    assert isinstance(value, float) and value == 1.0 - 0.2 ** 2 / (20 * (1.0 / 12.0))
+    assert isinstance(theory.r2_ceiling(np.array([0.1, 0.2]), 20), np.ndarray)
+    np.testing.assert_allclose(theory.r2_ceiling([0.1, 0.2], 20), [0.994, 0.976], atol=5e-4)
 
 
 def test_r2_ceiling_matches_sample_mean_monte_carlo():
@@ -43,8 +53,8 @@ def test_jit_and_vmap_agree():
                                theory.r2_ceiling(sigmas, 20), rtol=1e-6)
 
 
-def test_posterior_mean_r2_spec_values():
-    # Spec section 2, "Monte Carlo, exact truncated-Gaussian posterior mean".
+def test_posterior_mean_r2_values():
+    # Monte Carlo of the exact truncated-Gaussian posterior mean.
     for t, want in [(5, 0.920), (10, 0.958), (20, 0.978), (21, 0.979), (40, 0.989)]:
         got = float(theory.posterior_mean_r2(0.2, t))
         assert abs(got - want) < 1.5e-3, (t, got, want)
@@ -59,7 +69,7 @@ def test_line_normals_reproduce_the_authors_labels():
     x = rng.uniform(-0.5, 0.5, size=(1000, 2))
     for n in (2, 3, 24):
         normals = theory.line_normals(n)
-        labels = x[:, 1:2] > np.tan(theory.line_angles(n)) * x[:, 0:1]
+        labels = x[:, 1:2] > np.tan(line_angles(n)) * x[:, 0:1]
         np.testing.assert_array_equal(x @ normals.T > 0, labels)
         np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0)
 
@@ -74,8 +84,8 @@ def test_bayes_accuracy_2d_closed_forms():
     np.testing.assert_allclose(acc, 1 - s * math.sqrt(2 / math.pi), atol=5e-5)
 
 
-def test_bayes_accuracy_2d_spec_values_and_bce_floor():
-    # Spec 2 / 5.1: 0.951 (N = 2), 0.960 (N = 24) at T = 20, sigma = 0.2.
+def test_bayes_accuracy_2d_values_and_bce_floor():
+    # 0.951 (N = 2), 0.960 (N = 24) at T = 20, sigma = 0.2.
     np.testing.assert_allclose(theory.bayes_accuracy_2d(0.2, 20, 2), 0.951, atol=1e-3)
     acc24 = theory.bayes_accuracy_2d(0.2, 20, 24, per_task=True)
     assert acc24.shape == (24,)

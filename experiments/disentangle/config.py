@@ -1,4 +1,4 @@
-"""Configs of the disentangling experiments (spec disentangle.md), one variant per figure.
+"""Configs of the disentangling experiments (Vafidis et al. 2025), one variant per figure.
 
     python -m experiments.disentangle.main --config=experiments/disentangle/config.py:fig1 \
         --workdir=workdirs/disentangle/fig1
@@ -14,12 +14,12 @@ kind) are data of each member, so e.g. the 5 N x 5 seeds of Fig. 1 train togethe
 decoder angles, decision accuracy vs Bayes-optimal) and the figure named by
 ``figure`` is drawn from ``results.json`` (``experiments/disentangle/figures.py``).
 
-Choices where the spec says UNKNOWN (each is a field here):
+Choices where the paper does not give the setting (each is a field here):
 
 * N sets of Figs. 5b / 5c: ``(3, 6, 9, 12)`` for D (as the authors' ``sparsity.py``)
   and ``(2, 6, 24)`` for sigma.
-* T grid of Fig. 5a (free RT): ``(5, 10, 20, 40)``, N = 24 (spec lists the theory at
-  these T).
+* T grid of Fig. 5a (free RT): ``(5, 10, 20, 40)``, N = 24 (the T values of the
+  authors' ``Figures/Fig5a.py`` theory line).
 * rho grid of Fig. S3b: ``(0, 0.3, 0.6, 0.9)`` at N = 24; the OOD test data for
   correlated nets are the standard (independent, uniform) quadrant data.
 * Curved boundaries: the authors' hyperbolic tasks (N/4 thresholds per quadrant), so
@@ -27,8 +27,8 @@ Choices where the spec says UNKNOWN (each is a field here):
 * D > 2 OOD folds: ``eval.max_folds`` orthants (chosen at random with a fixed seed)
   are held out one at a time (the authors' leave-one-orthant-out is 2^D folds).
 * Free-RT networks are evaluated on ``T + 1`` samples (stimulus also at the decision
-  step), so their ceiling is ``1 - sigma^2 / ((T + 1) Var)``.
-* LSTM / GRU / non-leaky budgets are 1e5 steps (spec: assumed), GPT 2e4.
+  step), so their Eq. 7 ceiling is ``theory.r2_ceiling(sigma, T + 1)``.
+* LSTM / GRU / non-leaky budgets are 1e5 steps (assumed), GPT 2e4.
 * RNN input layer init ``U(+-1/sqrt(F))`` (authors' ``nn.Linear``), ``model.rnn_input_init``.
 * Decoders for the OOD metric are trained on a fixed pool of ``eval.pool_trials``
   trials per fold (fresh batches of 16 drawn from it) instead of fresh trials per
@@ -97,8 +97,8 @@ def _base() -> ml_collections.ConfigDict:
     e.decoder = "adam"  # adam (authors) | ridge (closed form)
     e.decoder_lr = 3e-3
     e.decoder_batch = 16
-    # decoder steps by N (authors: N = 2, 3, 6, 12, 24 -> 3000, 3000, 2000, 1000, 1000);
-    # N <= 3 -> [0], N <= 6 -> [1], else [2].
+    # decoder Adam steps for N <= 3, N <= 6, else (gbi_jax.analysis.decoding.decoder_steps;
+    # this default is its DECODER_STEPS, the authors' schedule).
     e.decoder_steps = (3000, 2000, 1000)
     e.ridge = 1e-4  # relative ridge strength (gbi_jax.analysis.decoding)
     e.fits = 5  # decoder re-initialisations per fold

@@ -3,101 +3,37 @@
 Everything here works on a *group* of M networks that share a static task and
 model (stacked params and task instances) and is vmapped over them.
 
-The OOD protocol (spec 4.1): hidden state at the decision step (last step) of
-trials whose latent is restricted to allowed orthants; a linear decoder
+The OOD protocol (Vafidis et al. 2025, Fig. 1): hidden state at the decision step
+(last step) of trials whose latent is restricted to allowed orthants; a linear decoder
 ``Linear(H -> D)`` trained with Adam (lr 3e-3, batch 16, N-dependent steps) on the
 orthants other than the held-out one, tested on fresh trials of the held-out one,
-``r^2 = 1 - MSE / (1/12)`` (full-prior variance); ``fits`` re-initialisations per
-fold. ID control: decoder trained on all orthants, tested on each held-out test set.
-Angles: between the decoder weight vectors of every pair of latent coordinates.
+``r^2 = 1 - MSE / (1/12)`` (full-prior variance ``theory.UNIFORM_VAR``); ``fits``
+re-initialisations per fold. ID control: decoder trained on all orthants, tested on
+each held-out test set. Angles: between the decoder weight vectors of every pair of
+latent coordinates.
 
-Decoder fits, r^2 and angles come from ``gbi_jax.analysis.decoding``; the local
-``fit_decoder_adam`` / ``fit_decoder_ridge`` / ``r2_score`` / ``pair_angles`` are the
-small reference versions the tests check the protocol against.
+Decoder fits, r^2, angles and the step schedule come from
+``gbi_jax.analysis.decoding``; orthant numbering from ``gbi_jax.tasks``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gbi_jax.tasks import EvidenceTask, TaskInstance, orthant_signs
-
-UNIFORM_VAR = 1.0 / 12.0
-
-
-# ---------------------------------------------------------------------------
-# Decoders (local reference implementation).
-# ---------------------------------------------------------------------------
-def fit_decoder_adam(key, h_pool, x_pool, *, steps, max_steps: int, lr: float, batch: int):
-    """Adam fit of ``x ~ h W + b`` on batches drawn from a pool.
-
-    Args:
-      key: PRNG key (init and batch draws).
-      h_pool: ``[P, H]`` hidden states; x_pool: ``[P, D]`` true latents.
-      steps: traced number of updates (steps beyond it are no-ops) so networks with
-        different N share one compiled loop of ``max_steps``.
-    Returns:
-      ``(W [H, D], b [D])``.
-    """
-    import optax
-
-    p, hdim = h_pool.shape
-    dim = x_pool.shape[1]
-    k_w, k_b, k_d = jax.random.split(key, 3)
-    bound = 1.0 / np.sqrt(hdim)  # torch nn.Linear init
-    params = (jax.random.uniform(k_w, (hdim, dim), minval=-bound, maxval=bound),
-              jax.random.uniform(k_b, (dim,), minval=-bound, maxval=bound))
-    tx = optax.adam(lr)
-    opt = tx.init(params)
-
-    def loss(prm, h, x):
-        return jnp.mean(jnp.square(h @ prm[0] + prm[1] - x))
-
-    def body(i, carry):
-        prm, o = carry
-        idx = jax.random.randint(jax.random.fold_in(k_d, i), (batch,), 0, p)
-        g = jax.grad(loss)(prm, h_pool[idx], x_pool[idx])
-        upd, o2 = tx.update(g, o, prm)
-        prm2 = jax.tree_util.tree_map(lambda a, u: a + u, prm, upd)
-        keep = i < steps
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), (prm2, o2), (prm, o))
-
-    params, _ = jax.lax.fori_loop(0, max_steps, body, (params, opt))
-    return params
-
-
-def fit_decoder_ridge(h_pool, x_pool, ridge: float):
-    """Closed-form ridge regression (bias unpenalised). Returns ``(W, b)``."""
-    hm, xm = h_pool.mean(0), x_pool.mean(0)
-    hc, xc = h_pool - hm, x_pool - xm
-    a = hc.T @ hc + ridge * hc.shape[0] * jnp.eye(hc.shape[1])
-    w = jnp.linalg.solve(a, hc.T @ xc)
-    return w, xm - hm @ w
-
-
-def r2_score(pred, x, var: float = UNIFORM_VAR):
-    """``1 - mean squared error / var`` (the spec's full-prior normaliser)."""
-    return 1.0 - jnp.mean(jnp.square(pred - x)) / var
-
-
-def pair_angles(w):
-    """Angles (degrees) between the columns of ``w [H, D]``, upper-triangle pairs."""
-    u = w / jnp.linalg.norm(w, axis=0, keepdims=True)
-    cos = jnp.clip(u.T @ u, -1.0, 1.0)
-    i, j = np.triu_indices(w.shape[1], 1)
-    return jnp.degrees(jnp.arccos(cos[i, j]))
+from gbi_jax.analysis import decoding
+from gbi_jax.tasks import EvidenceTask, TaskInstance
 
 
 # ---------------------------------------------------------------------------
 # Data: decision-step hidden states of orthant-restricted trials.
 # ---------------------------------------------------------------------------
 def fold_orthants(dim: int, max_folds: int, seed: int) -> np.ndarray:
-    """Indices (into ``orthant_signs(dim)``) of the held-out orthants, one per fold."""
+    """Indices (into ``gbi_jax.tasks.orthant_signs(dim)``) of the held-out orthants, one per
+    fold."""
     n = 2 ** dim
     if n <= max_folds:
         return np.arange(n)
@@ -120,11 +56,6 @@ def decision_states(task: EvidenceTask, apply_fn: Callable, params, inst: TaskIn
     return flat(h), flat(x), flat(out), flat(y)
 
 
-def decoder_steps_for(n_tasks, table) -> np.ndarray:
-    n = np.asarray(n_tasks)
-    return np.where(n <= 3, table[0], np.where(n <= 6, table[1], table[2])).astype(np.int32)
-
-
 def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskInstance,
                    n_tasks: np.ndarray, ecfg, *, free_rt: bool) -> dict:
     """OOD / ID r^2, angles and decision accuracy for M stacked networks.
@@ -135,15 +66,14 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     ``gbi_jax.analysis.decoding.cross_validate`` in its *separate* layout: OOD fold k
     trains on the pool rows outside orthant k, ID trains on the whole pool, and both
     are scored on the fold's test trials (r^2 with the full-prior variance 1/12).
-    Adam steps follow the authors' N-dependent schedule through ``active_steps`` so
-    every N shares one compiled loop.
+    Adam steps follow the N-dependent schedule ``ecfg.decoder_steps``
+    (``decoding.decoder_steps``) through ``active_steps`` so every N shares one compiled
+    loop.
 
     Returns numpy arrays: ``ood_r2 [M, F, fits]``, ``id_r2 [M, F, fits]``,
     ``angles [M, F, fits, pairs]``, ``accuracy [M]`` (decision outputs vs labels,
     real outputs only), ``folds`` (held-out orthant indices).
     """
-    from gbi_jax.analysis import decoding
-
     dim = task.dim
     stim = task.stim_steps + 1 if free_rt else task.stim_steps
     folds = fold_orthants(dim, ecfg.max_folds, ecfg.seed)
@@ -151,7 +81,7 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     test_sets = np.zeros((nf, 2 ** dim), bool)
     test_sets[np.arange(nf), folds] = True
     key = jax.random.PRNGKey(ecfg.seed)
-    steps = jnp.asarray(decoder_steps_for(n_tasks, ecfg.decoder_steps))
+    steps = jnp.asarray(decoding.decoder_steps(np.asarray(n_tasks), tuple(ecfg.decoder_steps)))
     max_steps = int(max(ecfg.decoder_steps))
     fits = int(ecfg.fits)
     decoder = dict(method=ecfg.decoder, l2=ecfg.ridge, steps=max_steps, lr=ecfg.decoder_lr,

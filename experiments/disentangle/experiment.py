@@ -37,9 +37,9 @@ from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
 from experiments.disentangle.networks import CORES, Network
 from gbi_jax import losses, training
-from gbi_jax.analysis import dynamics
+from gbi_jax.analysis import dynamics, theory
 from gbi_jax.tasks import EvidenceTask, stack_instances
-from gbi_jax.tasks.evidence import BOUNDARIES, ENCODERS
+from gbi_jax.validation import renamed
 from gbi_jax.workdir import Workdir
 
 STATIC = ("core", "dim", "stim_steps", "free_rt", "boundary")
@@ -49,8 +49,25 @@ DYNAMIC = ("n_tasks", "sigma", "rho", "encoder")
 # ---------------------------------------------------------------------------
 # Config checks.
 # ---------------------------------------------------------------------------
+# Fields of the library classes -> the config fields that set them (for error messages).
+_CLASS_FIELDS = {
+    "EvidenceTask.dim": "grid.dims", "EvidenceTask.stim_steps": "grid.stim_steps",
+    "EvidenceTask.max_tasks": "grid.n_tasks", "EvidenceTask.free_rt": "grid.free_rt",
+    "EvidenceTask.boundary": "grid.boundaries", "EvidenceTask.encoders": "grid.encoders",
+    "EvidenceTask.encoder_hidden": "task.encoder_hidden",
+    "EvidenceTask.encoder_out": "task.encoder_out", "EvidenceTask.bound": "task.bound",
+    "TaskInstance.num_tasks": "grid.n_tasks", "TaskInstance.sigma": "grid.sigmas",
+    "TaskInstance.rho": "grid.rhos", "TaskInstance.encoder": "grid.encoders",
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the first bad field and what to use instead."""
+    """Raise ValueError naming the first bad field and what to use instead.
+
+    Checks the experiment's own rules here; the task's fields are checked by
+    ``EvidenceTask`` and ``EvidenceTask.check_instance`` for every grid combination,
+    with the error renamed to the config field that set the value.
+    """
 
     def need(cond, field, msg):
         if not cond:
@@ -65,25 +82,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(len(g[axis]) >= 1, f"grid.{axis}", "needs at least one value")
     need(all(c in CORES for c in g.cores), "grid.cores",
          f"values must be in {CORES}, got {tuple(g.cores)}")
-    need(all(int(n) == n and n >= 1 for n in g.n_tasks), "grid.n_tasks",
-         f"values must be integers >= 1, got {tuple(g.n_tasks)}")
+    # The protocol's own rules (the task class itself allows sigma = 0 and D = 1).
     need(all(s > 0 for s in g.sigmas), "grid.sigmas",
          f"values must be > 0 (the task needs noise), got {tuple(g.sigmas)}")
-    need(all(-1 < r < 1 for r in g.rhos), "grid.rhos",
-         f"values must be in (-1, 1), got {tuple(g.rhos)}")
-    need(all(e in ENCODERS for e in g.encoders), "grid.encoders",
-         f"values must be in {ENCODERS}, got {tuple(g.encoders)}")
     need(all(int(d) == d and d >= 2 for d in g.dims), "grid.dims",
-         f"values must be integers >= 2, got {tuple(g.dims)}")
-    need(all(int(t) == t and t >= 1 for t in g.stim_steps), "grid.stim_steps",
-         f"values must be integers >= 1, got {tuple(g.stim_steps)}")
-    need(all(b in BOUNDARIES for b in g.boundaries), "grid.boundaries",
-         f"values must be in {BOUNDARIES}, got {tuple(g.boundaries)}")
-    if "hyperbolic" in g.boundaries:
-        need(all(n % 4 == 0 for n in g.n_tasks), "grid.n_tasks",
-             f"hyperbolic boundaries need N divisible by 4, got {tuple(g.n_tasks)}")
-        need(tuple(g.dims) == (2,), "grid.dims", "hyperbolic boundaries need D = 2")
-        need(not any(g.free_rt), "grid.free_rt", "hyperbolic boundaries are fixed-RT only")
+         f"values must be integers >= 2 (decoder angles need two latents), got {tuple(g.dims)}")
     need(config.model.hidden >= 1, "model.hidden", f"must be >= 1, got {config.model.hidden}")
     need(0 < config.model.alpha <= 1, "model.alpha", f"must be in (0, 1], got {config.model.alpha}")
     need(config.model.rnn_input_init in ("fan_in", "hidden"), "model.rnn_input_init",
@@ -105,7 +108,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as err:
         need(False, "runtime.member_block", str(err))
     e = config.eval
-    need(e.decoder in ("adam", "ridge"), "eval.decoder", f"must be 'adam' or 'ridge', got {e.decoder!r}")
+    need(e.decoder in ("adam", "ridge"), "eval.decoder",
+         f"must be 'adam' or 'ridge', got {e.decoder!r}")
     need(len(e.decoder_steps) == 3 and all(s >= 1 for s in e.decoder_steps),
          "eval.decoder_steps", "needs 3 positive step counts (N <= 3, N <= 6, N > 6)")
     need(e.fits >= 1, "eval.fits", "must be >= 1")
@@ -117,6 +121,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.figure == "fig4":
         need("rnn" in g.cores or "noleak" in g.cores, "grid.cores",
              "fig4 (attractor) needs an RNN core")
+    # The task and every network's task instance check their own fields.
+    with renamed(_CLASS_FIELDS, prefix="config."):
+        encoders = tuple(sorted(set(g.encoders)))
+        for dim, t, free, bnd in itertools.product(g.dims, g.stim_steps, g.free_rt,
+                                                   g.boundaries):
+            task = task_from(config, dim=dim, stim_steps=t, free_rt=free, boundary=bnd,
+                             max_tasks=max(g.n_tasks), encoders=encoders)
+            for n, sigma, rho, enc in itertools.product(g.n_tasks, g.sigmas, g.rhos,
+                                                        g.encoders):
+                task.check_instance(n, sigma=sigma, rho=rho, encoder=enc)
 
 
 # ---------------------------------------------------------------------------
@@ -167,15 +181,20 @@ def groups_of(members: list[Member]) -> dict[str, list[Member]]:
     return groups
 
 
+def task_from(config, *, dim, stim_steps, free_rt, boundary, max_tasks, encoders):
+    """The static task of a group (``config.task`` holds the encoder and the bound)."""
+    return EvidenceTask(dim=dim, stim_steps=stim_steps, max_tasks=max_tasks,
+                        encoder_hidden=tuple(config.task.encoder_hidden),
+                        encoder_out=config.task.encoder_out, free_rt=free_rt,
+                        boundary=boundary, bound=config.task.bound, encoders=encoders)
+
+
 def build(config, members: list[Member]):
     """Task, network and stacked task instances of one group."""
     m0 = members[0]
-    task = EvidenceTask(dim=m0.dim, stim_steps=m0.stim_steps,
-                        max_tasks=max(m.n_tasks for m in members),
-                        encoder_hidden=tuple(config.task.encoder_hidden),
-                        encoder_out=config.task.encoder_out, free_rt=m0.free_rt,
-                        boundary=m0.boundary, bound=config.task.bound,
-                        encoders=tuple(sorted({m.encoder for m in members})))
+    task = task_from(config, dim=m0.dim, stim_steps=m0.stim_steps, free_rt=m0.free_rt,
+                     boundary=m0.boundary, max_tasks=max(m.n_tasks for m in members),
+                     encoders=tuple(sorted({m.encoder for m in members})))
     mc = config.model
     net = Network(core=m0.core, input_size=task.input_size, out_features=task.max_tasks,
                   hidden=mc.hidden, alpha=mc.alpha, rnn_input_init=mc.rnn_input_init,
@@ -231,8 +250,9 @@ def train_group(config, name, members, wd):
 # Theory references.
 # ---------------------------------------------------------------------------
 def ceiling(member: Member) -> float:
+    """Eq. 7 for this network (free-RT networks see ``T + 1`` samples)."""
     t = member.stim_steps + (1 if member.free_rt else 0)
-    return float(1.0 - member.sigma ** 2 / (t * evaluation.UNIFORM_VAR))
+    return float(theory.r2_ceiling(member.sigma, t))
 
 
 _BAYES_CACHE: dict = {}
@@ -245,8 +265,6 @@ def bayes_accuracy(task: EvidenceTask, inst_weights: np.ndarray, member: Member)
     key = (member.dim, member.n_tasks, member.sigma, member.stim_steps,
            inst_weights.tobytes() if member.dim > 2 else b"")
     if key not in _BAYES_CACHE:
-        from gbi_jax.analysis import theory
-
         normals = inst_weights[:member.n_tasks]
         if member.dim == 2:
             val = theory.bayes_accuracy_2d(member.sigma, member.stim_steps, normals=normals)
@@ -373,7 +391,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 # Fig. 4: attractor of one N = 24 RNN.
 # ---------------------------------------------------------------------------
 def attractor_analysis(config, task, net, insts, params, group) -> dict:
-    """PCA of noise-free trajectories, fixed points and Jacobian spectra (spec 4.3)."""
+    """PCA of noise-free trajectories, fixed points and Jacobian spectra (Vafidis et al.
+    2025, Fig. 3)."""
     ac = config.attractor
     i = int(np.argmax([m.n_tasks for m in group]))
     prm = jax.tree_util.tree_map(lambda a: np.asarray(a)[i], params)
@@ -395,17 +414,17 @@ def attractor_analysis(config, task, net, insts, params, group) -> dict:
     comps, ratio = np.asarray(comps), np.asarray(ratio)
     mean = flat.mean(0)
     proj = (hidden - mean) @ comps[:3].T  # [trials, S, 3]
-    # Fixed points of the map at the stimulus-free input u0 (spec 4.3).
-    step_fn = _StepFn(net, prm)
+    # Fixed points of the map at the stimulus-free input u0 (params traced: one program
+    # for every network of this shape).
     rng = np.random.default_rng(config.eval.seed)
     starts = flat[rng.integers(0, len(flat), ac.inits)] + rng.uniform(0, ac.init_noise,
                                                                        (ac.inits, flat.shape[-1]))
-    fp = dynamics.find_fixed_points(step_fn, jnp.asarray(starts, jnp.float32), input=u0,
-                                    lr=ac.lr, steps=ac.iterations, tol=ac.speed_tol)
+    fp = dynamics.find_fixed_points(net.rnn_step, prm, jnp.asarray(starts, jnp.float32),
+                                    input=u0, lr=ac.lr, steps=ac.iterations, tol=ac.speed_tol)
     pts, q, ok = np.asarray(fp.points), np.asarray(fp.q), np.asarray(fp.converged)
     unique, _ = dynamics.unique_points(pts[ok], ac.dedup_eps, q=q[ok])
     unique = np.asarray(unique)
-    eig = (dynamics.jacobian_eigenvalues(step_fn, unique, u0) if len(unique)
+    eig = (dynamics.jacobian_eigenvalues(net.rnn_step, prm, unique, u0) if len(unique)
            else np.zeros((0, flat.shape[-1]), complex))
     sig = dynamics.continuous_attractor_signature(eig, k=task.dim) if len(unique) else None
     fp_proj = (unique - mean) @ comps[:3].T if len(unique) else np.zeros((0, 3))
@@ -420,13 +439,3 @@ def attractor_analysis(config, task, net, insts, params, group) -> dict:
             "attractor_fraction": float(np.mean(sig.is_attractor)) if sig is not None else 0.0,
             "amplification": (np.asarray(dynamics.timescale_amplification(eig[:, :task.dim]))
                               .tolist() if len(unique) else [])}
-
-
-class _StepFn:
-    """Hashable one-step map ``F(h, u)`` of one RNN (jit caches it by identity)."""
-
-    def __init__(self, net, params):
-        self.net, self.params = net, params
-
-    def __call__(self, h, u):
-        return self.net.rnn_step(self.params, h, u)

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from gbi_jax.analysis import theory
+
 
 def _plt():
     import matplotlib
@@ -107,12 +109,13 @@ def make_figure(results: dict, out_dir: str) -> str:
             ts = np.linspace(min(r["stim_steps"] for r in table),
                              max(r["stim_steps"] for r in table), 100)
             sig = table[0]["sigma"]
-            ax.plot(ts, 1 - sig ** 2 * 12 / (ts + 1), "k--", lw=0.8, label="1 - 12σ²/(T+1)")
+            ax.plot(ts, theory.r2_ceiling(sig, ts + 1), "k--", lw=0.8,
+                    label="Eq. 7 ceiling, T + 1 samples")
         elif fig_name == "fig7":
             _ood_vs(ax, table, "sigma", ["n_tasks"])
             ss = np.linspace(min(r["sigma"] for r in table), max(r["sigma"] for r in table), 100)
             t = table[0]["stim_steps"]
-            ax.plot(ss, 1 - ss ** 2 * 12 / t, "k--", lw=0.8, label="Eq. 7 ceiling")
+            ax.plot(ss, theory.r2_ceiling(ss, t), "k--", lw=0.8, label="Eq. 7 ceiling")
         elif fig_name == "fig8_corr":
             _ood_vs(ax, table, "rho", ["n_tasks"])
             _ceiling_line(ax, table)

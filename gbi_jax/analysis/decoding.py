@@ -1,6 +1,6 @@
 """Linear decoding of the latent and its out-of-distribution generalisation.
 
-The main metric of the disentangling paper (spec disentangle.md 4.1, 4.2): fit a
+The main metric of the disentangling paper (Vafidis et al. 2025, Figs. 1-3): fit a
 linear decoder ``x_hat = h W + b`` from decision-step hidden states ``h`` to the
 true latent ``x*``, train it on all orthants of latent space but one and test it
 on the held-out one; score with r^2 normalised by the **full prior variance 1/12**
@@ -35,10 +35,10 @@ For :func:`cross_validate` the arrays may carry a leading fit axis
 re-draw data per fit); without it, fits differ only through the key (Adam's init and
 minibatches, ``train_fraction`` subsets, the pooled ID split).
 
-Orthants are numbered as in the authors' evaluation tasks: for D = 2 the quadrants
-1 = (+,+), 2 = (-,+), 3 = (-,-), 4 = (+,-) become indices 0..3; for D > 2 the order
-of ``itertools.product([-, +], repeat=D)`` (first coordinate most significant).
-Coordinates equal to 0 count as positive.
+Orthants are numbered by :func:`gbi_jax.tasks.evidence.orthant_signs` (the authors'
+evaluation tasks): for D = 2 the quadrants 1 = (+,+), 2 = (-,+), 3 = (-,-), 4 = (+,-)
+become indices 0..3; for D > 2 the order of ``itertools.product([-, +], repeat=D)``
+(first coordinate most significant). Coordinates equal to 0 count as positive.
 
 Everything is ``jit``/``vmap``-compatible; methods, step counts and sizes are static.
 """
@@ -55,15 +55,14 @@ import numpy as np
 import optax
 
 from gbi_jax.analysis.theory import UNIFORM_VAR
+from gbi_jax.tasks.evidence import orthant_index, orthant_signs, resolve_orthant_order
+from gbi_jax.validation import check_choice, check_int, check_positive
 
 Array = jax.Array
 
 __all__ = [
-    "UNIFORM_VAR",
-    "AUTHOR_DECODER_STEPS",
+    "DECODER_STEPS",
     "CrossValidation",
-    "orthant_signs",
-    "orthant_index",
     "halfspace_orthants",
     "sample_in_orthants",
     "r2",
@@ -79,8 +78,9 @@ __all__ = [
     "random_angle_baseline",
 ]
 
-# Decoder Adam steps per number of tasks N in the authors' generalize.py (spec 4.1).
-AUTHOR_DECODER_STEPS = {2: 3000, 3: 3000, 6: 2000, 12: 1000, 24: 1000}
+# The authors' decoder Adam steps by number of tasks N (their generalize.py):
+# N <= 3 -> 3000, N <= 6 -> 2000, else 1000 (N = 2, 3, 6, 12, 24: 3000, 3000, 2000, 1000, 1000).
+DECODER_STEPS = (3000, 2000, 1000)
 
 # Eigenvalues of the hidden-state covariance below this fraction of the largest are
 # treated as zero by the closed-form fit (float32 noise level of H^T H).
@@ -88,56 +88,8 @@ _RCOND = 1e-6
 
 
 # --------------------------------------------------------------------------
-# Orthants.
+# Orthants (numbering: gbi_jax.tasks.evidence.orthant_signs).
 # --------------------------------------------------------------------------
-def _resolve_order(num_dims: int, order: str) -> str:
-    if order == "auto":
-        return "quadrant" if num_dims == 2 else "binary"
-    if order == "quadrant" and num_dims != 2:
-        raise ValueError(f"order='quadrant' needs D = 2, got D = {num_dims}; use 'binary'.")
-    if order not in ("quadrant", "binary"):
-        raise ValueError(f"order must be 'auto', 'quadrant' or 'binary', got {order!r}.")
-    return order
-
-
-# binary index (2 * [x1 >= 0] + [x2 >= 0]) -> quadrant index (+,+)=0 (-,+)=1 (-,-)=2 (+,-)=3
-_BINARY_TO_QUADRANT = np.array([2, 1, 3, 0])
-
-
-def orthant_signs(num_dims: int, order: str = "auto") -> np.ndarray:
-    """Sign pattern of every orthant, ``[2^D, D]`` of ``+-1`` (row ``o`` = orthant ``o``).
-
-    ``order``: ``"quadrant"`` (D = 2 only: (+,+), (-,+), (-,-), (+,-)), ``"binary"``
-    (``itertools.product([-1, 1], repeat=D)``), or ``"auto"`` (quadrant for D = 2,
-    binary otherwise; the authors' evaluation tasks).
-    """
-    order = _resolve_order(num_dims, order)
-    bits = (np.arange(2 ** num_dims)[:, None] >> np.arange(num_dims)[::-1]) & 1
-    signs = 2 * bits - 1
-    if order == "quadrant":
-        signs = signs[np.argsort(_BINARY_TO_QUADRANT)]
-    return signs
-
-
-def orthant_index(x: Array, order: str = "auto") -> Array:
-    """Orthant of each latent: ``x [n, D]`` -> int32 ``[n]`` in ``[0, 2^D)``.
-
-    Numbering as in :func:`orthant_signs` (``x_d = 0`` counts as positive).
-    """
-    x = jnp.asarray(x)
-    return _orthant_index(x, _resolve_order(x.shape[-1], order))
-
-
-@functools.partial(jax.jit, static_argnames=("order",))
-def _orthant_index(x, order):
-    num_dims = x.shape[-1]
-    bits = (x >= 0).astype(jnp.int32)
-    index = jnp.sum(bits * (2 ** jnp.arange(num_dims - 1, -1, -1, dtype=jnp.int32)), axis=-1)
-    if order == "quadrant":
-        index = jnp.asarray(_BINARY_TO_QUADRANT, jnp.int32)[index]
-    return index
-
-
 def halfspace_orthants(num_dims: int, dim: int, order: str = "auto") -> np.ndarray:
     """Bool ``[2^D]``: the orthants with ``x_dim > 0`` (the authors' ``split_var`` hold-out).
 
@@ -186,7 +138,7 @@ def r2(y_true: Array, y_pred: Array, *, normaliser=UNIFORM_VAR, weights: Optiona
     """Coefficient of determination with a fixed variance normaliser.
 
     ``r^2_d = 1 - MSE_d / normaliser_d``, averaged over the D latent dimensions. The
-    spec's score uses the **full-prior variance** ``1/12`` of ``U[-1/2, 1/2]`` for
+    paper's score uses the **full-prior variance** ``1/12`` of ``U[-1/2, 1/2]`` for
     every test set (the authors estimate it from 1e5 samples; we use the exact
     value), so a perfect orthant-mean predictor does not score 1 and the values are
     comparable with the Eq. 7 ceiling (:func:`gbi_jax.analysis.theory.r2_ceiling`).
@@ -242,16 +194,14 @@ class _FitConfig:
     batch_size: int = 16
 
     def __post_init__(self):
-        if self.method not in ("ridge", "adam"):
-            raise ValueError(f"method must be 'ridge' or 'adam', got {self.method!r}.")
-        if self.method == "adam" and (self.steps < 1 or self.batch_size < 1):
-            raise ValueError(f"adam needs steps >= 1 and batch_size >= 1, got "
-                             f"steps={self.steps}, batch_size={self.batch_size}.")
+        check_choice("method", self.method, ("ridge", "adam"))
+        if self.method == "adam":
+            check_int("steps", self.steps, 1)
+            check_int("batch_size", self.batch_size, 1)
 
 
 def _fit_config(method, l2, steps, lr, batch_size, active_steps=None):
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}.")
+    check_positive("l2", l2, allow_zero=True)
     cfg = _FitConfig(method, int(steps), int(batch_size))
     active = steps if active_steps is None else active_steps
     return cfg, {"l2": jnp.asarray(l2, jnp.float32), "lr": jnp.asarray(lr, jnp.float32),
@@ -339,13 +289,13 @@ def fit_linear_decoder(h: Array, y: Array, *, method: str = "ridge", l2: float =
     with covariance eigenvalue below 1e-6 of the largest (dead units, float32 noise)
     are dropped, so ``l2 = 0`` gives the minimum-norm least-squares fit.
 
-    ``method="adam"`` (parity with the authors, spec 6.3 item 7): torch-default
+    ``method="adam"`` (parity with the authors' code): torch-default
     init ``U(+-1/sqrt(H))``, ``steps`` Adam updates at ``lr`` on the MSE of
     minibatches of ``batch_size`` rows drawn with replacement (probability
     proportional to ``weights``). The authors draw fresh trials every step; pass
     ``n >= steps * batch_size`` rows to match that, fewer rows are reused. Their step
-    counts per N are in :data:`AUTHOR_DECODER_STEPS` (:func:`decoder_steps`). Closed
-    form reads slightly higher than finite Adam (spec 6.3).
+    counts per N are :func:`decoder_steps`. The closed form reads slightly higher than
+    finite Adam.
 
     Args:
       h: ``[n, H]`` hidden states.
@@ -380,12 +330,23 @@ def predict(h: Array, weight: Array, bias: Array) -> Array:
     return jnp.asarray(h) @ weight + bias
 
 
-def decoder_steps(num_tasks: int) -> int:
-    """The authors' decoder Adam steps for N tasks (3000 for N <= 3, 2000 for N <= 6,
-    else 1000; exact for N in :data:`AUTHOR_DECODER_STEPS`)."""
-    if num_tasks in AUTHOR_DECODER_STEPS:
-        return AUTHOR_DECODER_STEPS[num_tasks]
-    return 3000 if num_tasks <= 3 else 2000 if num_tasks <= 6 else 1000
+def decoder_steps(num_tasks, schedule=DECODER_STEPS):
+    """Decoder Adam steps for N tasks: ``schedule[0]`` for N <= 3, ``schedule[1]`` for
+    N <= 6, else ``schedule[2]``.
+
+    The default :data:`DECODER_STEPS` is the authors' schedule (3000, 2000, 1000).
+
+    Args:
+      num_tasks: N, an int (returns an int) or an integer array (returns int32 NumPy).
+      schedule: three positive step counts.
+    """
+    if len(schedule) != 3:
+        raise ValueError(f"schedule needs 3 step counts (N <= 3, N <= 6, N > 6), got "
+                         f"{tuple(schedule)}.")
+    n = np.asarray(num_tasks)
+    steps = np.where(n <= 3, schedule[0], np.where(n <= 6, schedule[1], schedule[2]))
+    steps = steps.astype(np.int32)
+    return int(steps) if steps.ndim == 0 else steps
 
 
 # --------------------------------------------------------------------------
@@ -447,7 +408,7 @@ def _options(mode, method, normaliser, l2, steps, lr, batch_size, train_fraction
     if not 0.0 < train_fraction <= 1.0 or not 0.0 < test_fraction <= 1.0:
         raise ValueError(f"train_fraction and test_fraction must be in (0, 1], got "
                          f"{train_fraction} and {test_fraction}.")
-    _resolve_order(num_dims, order)
+    resolve_orthant_order(num_dims, order)
     cfg, opts = _fit_config(method, l2, steps, lr, batch_size, active_steps)
     opts.update(ood=jnp.asarray(mode == "ood"),
                 train_fraction=jnp.asarray(train_fraction, jnp.float32),
@@ -565,8 +526,9 @@ def cross_validate(h: Array, x: Array, *, key, num_fits: int = 5, mode: str = "o
     layout, ``mode="ood"`` and ``train_fraction=1`` the fits are identical (the fit is
     deterministic) -- pass per-fit data or ``train_fraction < 1`` for a spread.
 
-    Paper protocol (spec 4.1): 5 networks x 4 quadrants x 5 fits = 100 values per N,
-    reported as median and IQR (:func:`median_iqr` over the stacked ``r2`` grids).
+    Paper protocol (Vafidis et al. 2025, Fig. 1): 5 networks x 4 quadrants x 5 fits =
+    100 values per N, reported as median and IQR (:func:`median_iqr` over the stacked
+    ``r2`` grids).
 
     Args:
       h, x: training data ``[n, H]``, ``[n, D]``, or ``[F, n, H]``, ``[F, n, D]`` with
@@ -626,7 +588,7 @@ def median_iqr(values: Array, axis=None):
 
 
 # --------------------------------------------------------------------------
-# Orthogonality of the decoded factors (spec 4.2).
+# Orthogonality of the decoded factors.
 # --------------------------------------------------------------------------
 def decoder_angles(weight: Array) -> Array:
     """Angles (degrees, ``[0, 180]``) between the decoder weight vectors of latent pairs.

@@ -1,6 +1,7 @@
 """State-space analyses of trained RNNs: PCA, fixed points, stability, tuning, sparsity.
 
-Spec disentangle.md 4.3 (the authors' ``analyze.py`` and ``sparsity.py``):
+The analyses of Vafidis et al. 2025, Figs. 3-4 (the authors' ``analyze.py`` and
+``sparsity.py``):
 
 pca                         principal axes and explained-variance ratios of hidden states.
 find_fixed_points           Sussillo & Barak: minimise ``q(h) = 1/2 ||F(h, u) - h||^2``
@@ -16,9 +17,12 @@ tuning_grid                 8x8 latent-grid response maps and per-unit x1/x2 cor
 lifetime_sparseness, active_fraction
                             Vinje-Gallant sparseness and the fraction of active units.
 
-``step_fn(h [H], u) -> h' [H]`` is the network's one-step map ``F`` for ONE state
-(close over the parameters; e.g. ``lambda h, u: relu(u @ Wi + bi + h @ Wr + br)``);
-functions here vmap it over states. ``u`` is any pytree (held constant).
+``step_fn(params, h [H], u) -> h' [H]`` is the network's one-step map ``F`` for ONE
+state, e.g. ``lambda p, h, u: relu(u @ p["wi"] + p["bi"] + h @ p["wr"] + p["br"])``;
+functions here vmap it over states. ``params`` (any pytree) and the input ``u`` (any
+pytree, held constant) are traced arguments, so one compiled program serves every
+network with the same shapes: pass a module-level function or a method (stable identity)
+as ``step_fn`` and the parameters of each network as ``params``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import optax
 from gbi_jax.analysis.metrics import pearson
 
 Array = jax.Array
-StepFn = Callable[[Array, Any], Array]
+StepFn = Callable[[Any, Array, Any], Array]
 
 __all__ = [
     "FixedPoints",
@@ -119,14 +123,16 @@ class FixedPoints(NamedTuple):
     q_trace: Array
 
 
-def _speed(step_fn: StepFn, h: Array, u) -> Array:
-    diff = step_fn(h, u) - h
+def _speed(step_fn: StepFn, params, h: Array, u) -> Array:
+    diff = step_fn(params, h, u) - h
     return 0.5 * jnp.sum(diff * diff)
 
 
 @functools.partial(jax.jit, static_argnames=("step_fn", "optimizer", "steps", "record_every"))
-def _find_fixed_points(step_fn, h0, u, optimizer, steps, record_every):
-    speeds = jax.vmap(lambda h: _speed(step_fn, h, u))
+def _find_fixed_points(step_fn, params, h0, u, lr, optimizer, steps, record_every):
+    # Adam at a traced learning rate unless the caller passed an optimiser (then static).
+    optimizer = optax.adam(lr) if optimizer is None else optimizer
+    speeds = jax.vmap(lambda h: _speed(step_fn, params, h, u))
 
     def objective(h):
         # Per-state q's are independent and Adam is elementwise, so optimising their sum
@@ -149,18 +155,12 @@ def _find_fixed_points(step_fn, h0, u, optimizer, steps, record_every):
     return h, speeds(h), trace
 
 
-@functools.lru_cache(maxsize=None)
-def _adam(lr: float) -> optax.GradientTransformation:
-    # One object per lr, so repeated calls hit jit's cache (the optimizer is static).
-    return optax.adam(lr)
-
-
-def find_fixed_points(step_fn: StepFn, h0: Array, *, input, lr: float = 0.01,
+def find_fixed_points(step_fn: StepFn, params, h0: Array, *, input, lr: float = 0.01,
                       steps: int = 10_000, tol: float = 1e-4, record_every: int = 100,
                       optimizer: Optional[optax.GradientTransformation] = None) -> FixedPoints:
     """Minimise the speed ``q(h) = 1/2 ||F(h, u) - h||^2`` from many initial states.
 
-    The authors' setting (spec 4.3): Adam lr 0.01, 10,000 iterations, 128 initial
+    The authors' setting: Adam lr 0.01, 10,000 iterations, 128 initial
     states = states visited in noise-free trials plus ``U[0, 6)`` noise, input held at
     ``[fixation = 1, f(0, 0)]``. All states are optimised together in one compiled
     ``lax.scan`` (independent Adam per state). The authors minimise
@@ -174,16 +174,20 @@ def find_fixed_points(step_fn: StepFn, h0: Array, *, input, lr: float = 0.01,
     Slow points (local minima of q with q > 0) are kept; filter with ``converged``.
 
     Args:
-      step_fn: ``(h [H], u) -> h' [H]`` one-step map for a single state (hashable: a
-        module-level function or a closure that is reused, so jit can cache it).
+      step_fn: ``(params, h [H], u) -> h' [H]`` one-step map for a single state. It is a
+        static argument of the compiled program: keep its identity stable (a
+        module-level function or a method), and pass what differs between networks
+        through ``params``.
+      params: the network's parameters (any pytree; traced, so networks with the same
+        shapes share one compiled program).
       h0: ``[m, H]`` initial states.
-      input: the constant network input ``u`` (any pytree).
-      lr: Adam learning rate (ignored if ``optimizer`` is given).
+      input: the constant network input ``u`` (any pytree; traced).
+      lr: Adam learning rate (traced; ignored if ``optimizer`` is given).
       steps: number of updates (rounded down to a multiple of ``record_every``).
       tol: convergence threshold on ``q``.
       record_every: record q every this many steps in ``q_trace``.
       optimizer: optional optax transformation replacing ``optax.adam(lr)`` (e.g. a
-        decaying schedule for tighter convergence).
+        decaying schedule for tighter convergence); static, so reuse one object.
 
     Returns:
       :class:`FixedPoints`.
@@ -192,9 +196,9 @@ def find_fixed_points(step_fn: StepFn, h0: Array, *, input, lr: float = 0.01,
     if h0.ndim != 2:
         raise ValueError(f"h0 must be [m, H] initial states, got shape {h0.shape}.")
     record_every = int(max(1, min(record_every, steps)))
-    optimizer = _adam(float(lr)) if optimizer is None else optimizer
-    points, q, trace = _find_fixed_points(step_fn, h0, input, optimizer, int(steps),
-                                          record_every)
+    lr = jnp.asarray(lr, h0.dtype)
+    points, q, trace = _find_fixed_points(step_fn, params, h0, input, lr, optimizer,
+                                          int(steps), record_every)
     return FixedPoints(points, q, q < tol, trace)
 
 
@@ -267,21 +271,22 @@ def unique_points(points: Array, eps: float = 0.5, *, q: Optional[Array] = None,
 # Linear stability.
 # --------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=("step_fn",))
-def _jacobians(step_fn, h_star, u):
+def _jacobians(step_fn, params, h_star, u):
     eye = jnp.eye(h_star.shape[-1], dtype=h_star.dtype)
-    return jax.vmap(lambda h: jax.jacfwd(lambda z: step_fn(z, u))(h) - eye)(h_star)
+    return jax.vmap(lambda h: jax.jacfwd(lambda z: step_fn(params, z, u))(h) - eye)(h_star)
 
 
-def jacobians(step_fn: StepFn, h_star: Array, input) -> Array:
+def jacobians(step_fn: StepFn, params, h_star: Array, input) -> Array:
     """Jacobians of ``F(h, u) - h`` at states ``h_star [k, H]`` -> ``[k, H, H]``.
 
-    ``J[i, a, b] = d(F_a - h_a)/dh_b`` (forward mode, vmapped; jit-compiled).
+    ``J[i, a, b] = d(F_a - h_a)/dh_b`` (forward mode, vmapped; jit-compiled, ``params``
+    and ``input`` traced as in :func:`find_fixed_points`).
     """
     h_star = jnp.asarray(h_star, jnp.result_type(jnp.asarray(h_star).dtype, float))
-    return _jacobians(step_fn, jnp.atleast_2d(h_star), input)
+    return _jacobians(step_fn, params, jnp.atleast_2d(h_star), input)
 
 
-def jacobian_eigenvalues(step_fn: StepFn, h_star: Array, input) -> np.ndarray:
+def jacobian_eigenvalues(step_fn: StepFn, params, h_star: Array, input) -> np.ndarray:
     """Eigenvalues of ``d(F(h, u) - h)/dh`` at each fixed point, sorted by real part.
 
     Eigenvalues ``lambda`` of ``F - id`` relate to those of the map by
@@ -290,7 +295,8 @@ def jacobian_eigenvalues(step_fn: StepFn, h_star: Array, input) -> np.ndarray:
     (general eigenproblems have no jit-able JAX CPU/GPU kernel).
 
     Args:
-      step_fn: one-step map ``(h [H], u) -> [H]``.
+      step_fn: one-step map ``(params, h [H], u) -> [H]``.
+      params: the network's parameters (traced).
       h_star: ``[k, H]`` fixed points (a single ``[H]`` is promoted).
       input: constant input ``u``.
 
@@ -298,7 +304,7 @@ def jacobian_eigenvalues(step_fn: StepFn, h_star: Array, input) -> np.ndarray:
       complex ``[k, H]`` NumPy array, each row sorted by DEcreasing real part (the
       slowest / least stable mode first).
     """
-    jac = np.asarray(jacobians(step_fn, h_star, input), np.float64)
+    jac = np.asarray(jacobians(step_fn, params, h_star, input), np.float64)
     eigs = np.linalg.eigvals(jac)
     order = np.argsort(-eigs.real, axis=-1, kind="stable")
     return np.take_along_axis(eigs, order, axis=-1)
@@ -322,9 +328,9 @@ class AttractorSignature(NamedTuple):
 
 
 def continuous_attractor_signature(eigs, k: int = 2, tol: float = 0.05) -> AttractorSignature:
-    """The spec's k-D continuous-attractor test on eigenvalues of ``F(h) - h``.
+    """The k-D continuous-attractor test on eigenvalues of ``F(h) - h``.
 
-    Signature (spec 4.3, Fig. 3d): the top-k eigenvalues (largest real part) are ≈ 0
+    Signature (Vafidis et al. 2025, Fig. 3d): the top-k eigenvalues (largest real part) are ≈ 0
     (map multipliers ``|mu| ≈ 1``) and all others lie inside the unit circle centred
     at -1 (stable). Default ``tol = 0.05``: a mode with ``|lambda| < 0.05`` has time
     constant ``> ~20`` steps (:func:`timescale_amplification`), so it decays by less
@@ -392,7 +398,7 @@ class TuningGrid(NamedTuple):
 
 def tuning_grid(final_state_fn: Callable[[Array], Array], *, num: int = 8, low: float = -0.5,
                 high: float = 0.5) -> TuningGrid:
-    """Response maps on a grid of latents and per-unit factor correlations (spec 4.3).
+    """Response maps on a grid of latents and per-unit factor correlations.
 
     The authors run noise-free trials (constant input ``x*`` for the 20 stimulus
     steps) for x1, x2 each on 8 values in ``[-0.5, 0.5]`` and take the final hidden
@@ -447,15 +453,15 @@ def lifetime_sparseness(r: Array, *, eps: float = 0.0) -> Array:
 
 
 def active_fraction(r: Array, *, threshold: float = 0.0, mode: str = "mean") -> Array:
-    """Fraction of active units (``r > threshold``; the spec's "% active units (h > 0)").
+    """Fraction of active units (``r > threshold``; the paper's "% active units (h > 0)").
 
     Args:
       r: ``[m, U]`` responses (trials x units).
       threshold: activity threshold.
       mode: ``"mean"`` -- fraction of units active on a trial, averaged over trials
         (= fraction of active entries); ``"ever"`` -- fraction of units active on at
-        least one trial. The authors' exact definition is not recorded in the spec;
-        ``"mean"`` is the default.
+        least one trial. The paper does not define it further; ``"mean"`` is the
+        default.
 
     Returns:
       Scalar fraction in ``[0, 1]``.

@@ -1,4 +1,4 @@
-"""Bayesian ideal observer for the GBI toy task (spec gbi.md 3.1, 9.2).
+"""Bayesian ideal observer for the GBI toy task (Hummos et al. 2024, Sec. 3.1, Fig. S7).
 
 The toy stream emits 1-D observations ``x_t ~ N(mu_c, sd_c^2)`` whose context
 ``c`` stays fixed within a block and switches between blocks. The ideal observer
@@ -8,7 +8,7 @@ treats the context as a hidden Markov chain with a constant switch probability
     b_t(k) ∝ N(x_t; mu_k, sd_k) * sum_j T[j, k] b_{t-1}(j),
     T = (1 - h) I + h / (K - 1) (11^T - I).
 
-What the GBI quantities should track (spec 9.2):
+What the GBI quantities should track (Hummos et al. 2024, Figs. 3F-H and S7):
 
 * one-step ``-dL/dz_k`` at the max-entropy point  <->  ``log N(x_t; mu_k, sd_k)``
   up to a constant shared by all ``k`` (:func:`gaussian_log_likelihoods`, or
@@ -19,7 +19,8 @@ What the GBI quantities should track (spec 9.2):
 The task's block lengths are ``clip(Geometric(p), min_len, max_len)`` (support of
 the geometric starting at 1), which is not memoryless; the constant-hazard chain
 is the standard approximation with ``h = 1 / E[block length]``
-(:func:`mean_block_length`, :func:`hazard_from_block_lengths`).
+(:func:`hazard_from_block_lengths`; the mean is
+:func:`gbi_jax.tasks.switching_gaussian.mean_block_length`).
 
 Everything is pure ``jax.numpy``: ``jit``- and ``vmap``-compatible (vmap over
 sequences, hazards or context parameters). Only ``num_contexts`` and ``window``
@@ -34,6 +35,9 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from gbi_jax.tasks.switching_gaussian import mean_block_length
+from gbi_jax.validation import check_int, check_range
+
 Array = jax.Array
 
 __all__ = [
@@ -42,7 +46,6 @@ __all__ = [
     "switching_transition_matrix",
     "forward_filter",
     "switching_gaussian_filter",
-    "mean_block_length",
     "hazard_from_block_lengths",
     "window_sum",
     "window_log_likelihood",
@@ -97,12 +100,8 @@ def switching_transition_matrix(num_contexts: int, hazard) -> Array:
     Returns:
       ``[K, K]`` matrix whose rows sum to 1.
     """
-    if isinstance(num_contexts, bool) or int(num_contexts) != num_contexts or num_contexts < 2:
-        raise ValueError(
-            f"num_contexts must be an integer >= 2 for a switching chain, got {num_contexts}.")
-    if isinstance(hazard, (int, float)) and not 0.0 <= hazard <= 1.0:
-        raise ValueError(f"hazard must be a probability in [0, 1], got {hazard}.")
-    k = int(num_contexts)
+    k = check_int("num_contexts", num_contexts, 2)
+    check_range("hazard", hazard, 0.0, 1.0)
     hazard = jnp.asarray(hazard, dtype=jnp.result_type(float))
     eye = jnp.eye(k, dtype=hazard.dtype)
     return (1.0 - hazard) * eye + hazard / (k - 1) * (1.0 - eye)
@@ -183,37 +182,11 @@ def switching_gaussian_filter(x: Array, means: Array, stds: Array, hazard,
     return forward_filter(log_lik, transition, initial)
 
 
-def mean_block_length(min_len, max_len, p):
-    """Mean of ``clip(G, min_len, max_len)`` with ``G ~ Geometric(p)`` on {1, 2, ...}.
-
-    Uses ``E[clip(G, a, b)] = a + sum_{n=a}^{b-1} P(G > n)`` with
-    ``P(G > n) = (1 - p)^n``, i.e. ``a + (1 - p)^a (1 - (1 - p)^(b - a)) / p``.
-
-    Args:
-      min_len: a >= 1, the shortest block (trials).
-      max_len: b >= a, the longest block; ``None`` for no upper clip.
-      p: success probability in ``(0, 1]`` (the task's default is 1/20 with
-        ``[min_len, max_len] = [20, 50]``, mean about 25.6 trials). May be traced.
-
-    Returns:
-      Scalar mean block length (trials).
-    """
-    if max_len is not None and isinstance(max_len, (int, float)) and isinstance(
-            min_len, (int, float)) and max_len < min_len:
-        raise ValueError(f"max_len ({max_len}) must be >= min_len ({min_len}).")
-    if isinstance(p, (int, float)) and not 0.0 < p <= 1.0:
-        raise ValueError(f"p must be in (0, 1], got {p}.")
-    q = 1.0 - jnp.asarray(p, dtype=jnp.result_type(float))
-    tail = q ** min_len / (1.0 - q)
-    if max_len is not None:
-        tail = tail * (1.0 - q ** (max_len - min_len))
-    return min_len + tail
-
-
 def hazard_from_block_lengths(min_len, max_len, p):
     """Constant hazard ``h = 1 / E[block length]`` matching the task's blocks.
 
-    Arguments as in :func:`mean_block_length`. The true clipped-geometric process
+    Arguments as in :func:`gbi_jax.tasks.switching_gaussian.mean_block_length`
+    (``min_len``, ``max_len``, ``p``). The true clipped-geometric process
     has a duration-dependent hazard (no switch before ``min_len`` trials, a sure
     switch at ``max_len``); the constant hazard is the Markov approximation used
     by :func:`switching_transition_matrix`.
@@ -231,10 +204,8 @@ def window_sum(values: Array, window: int) -> Array:
     Returns:
       ``[T, ...]`` with ``out[t] = sum(values[max(0, t - H + 1) : t + 1], axis=0)``.
     """
-    if isinstance(window, bool) or int(window) != window or window < 1:
-        raise ValueError(f"window must be an integer >= 1, got {window}.")
+    window = check_int("window", window, 1)
     values = jnp.asarray(values)
-    window = int(window)
     dims = (window,) + (1,) * (values.ndim - 1)
     padding = ((window - 1, 0),) + ((0, 0),) * (values.ndim - 1)
     return jax.lax.reduce_window(values, jnp.zeros((), values.dtype), jax.lax.add,
@@ -245,7 +216,8 @@ def window_log_likelihood(x: Array, means: Array, stds: Array, window: int) -> A
     """Log-likelihood of the last ``window`` observations under each context.
 
     The ideal counterpart of a GBI loss summed over a window of H observations
-    with one latent shared across the window (the online protocol, spec 2.6).
+    with one latent shared across the window (the online protocol of
+    :func:`gbi_jax.inference.online`).
 
     Args:
       x: ``[T]`` observations.

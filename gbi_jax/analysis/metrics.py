@@ -1,11 +1,16 @@
 """Evaluation metrics: correlation, accuracy, AUROC, calibration.
 
 Pure ``jax.numpy`` (``jit``/``vmap``-compatible, static shapes only). Inputs
-may be NumPy or JAX arrays; results are JAX scalars or arrays.
+may be NumPy or JAX arrays; results are JAX scalars or arrays (the temperature
+fit returns a Python float).
+
+Calibration: :func:`reliability_bins`, :func:`expected_calibration_error` and
+:func:`fit_temperature` (the ``alpha`` of a softmax posterior ``softmax(s / alpha)``
+that minimises the NLL of held-out labels).
 
 Why :func:`centered` exists: one-step GBI scores ``-dL/dz_k`` equal the
 log-likelihoods ``log p(x | z = e_k)`` only up to a constant shared by all
-tasks ``k`` (spec gbi.md 2.1), so compare them with ideal-observer
+tasks ``k`` (Hummos et al. 2024, Eq. 7), so compare them with ideal-observer
 log-likelihoods after subtracting the mean over the task axis from both.
 """
 
@@ -16,6 +21,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from gbi_jax.validation import check_int
 
 Array = jax.Array
 
@@ -26,6 +34,7 @@ __all__ = [
     "auroc",
     "reliability_bins",
     "expected_calibration_error",
+    "fit_temperature",
     "centered",
 ]
 
@@ -146,9 +155,7 @@ def reliability_bins(confidence: Array, correct: Array, num_bins: int = 10) -> R
       correct: ``[N]`` bool (or 0/1) whether each prediction was right.
       num_bins: B >= 1 (static).
     """
-    if isinstance(num_bins, bool) or int(num_bins) != num_bins or num_bins < 1:
-        raise ValueError(f"num_bins must be an integer >= 1, got {num_bins}.")
-    num_bins = int(num_bins)
+    num_bins = check_int("num_bins", num_bins, 1)
     confidence = jnp.ravel(jnp.asarray(confidence))
     correct = jnp.ravel(jnp.asarray(correct))
     if confidence.shape != correct.shape:
@@ -188,6 +195,37 @@ def expected_calibration_error(confidence: Array, correct: Array, num_bins: int 
     bins = reliability_bins(confidence, correct, num_bins)
     total = jnp.maximum(jnp.sum(bins.count), 1.0)
     return jnp.sum(bins.count * jnp.abs(bins.accuracy - bins.mean_confidence)) / total
+
+
+def fit_temperature(scores: Array, labels: Array) -> float:
+    """The temperature ``alpha`` minimising the NLL of ``softmax(scores / alpha)``.
+
+    Searched on a log-spaced grid, ``log alpha`` in ``[-6, 10]`` in steps of 0.1, then
+    refined to steps of 0.005 around the best grid point; one compiled program
+    evaluates all candidates.
+
+    Args:
+      scores: ``[N, K]`` scores or logits (e.g. one-step GBI scores ``-dL/dz``).
+      labels: ``[N]`` integer labels in ``[0, K)``.
+
+    Returns:
+      ``alpha > 0`` as a Python float (``e^-6 .. e^10.1``).
+    """
+    s = jnp.asarray(scores, jnp.float32)
+    y = jnp.asarray(labels)
+    if s.ndim != 2 or y.shape != s.shape[:1]:
+        raise ValueError(f"fit_temperature needs scores [N, K] and labels [N], got "
+                         f"{s.shape} and {y.shape}.")
+
+    @jax.jit
+    def nll(log_alpha):
+        logp = jax.nn.log_softmax(s / jnp.exp(log_alpha)[:, None, None], -1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[None, :, None], -1)[..., 0], -1)
+
+    grid = jnp.linspace(-6.0, 10.0, 161)
+    best = float(grid[int(jnp.argmin(nll(grid)))])
+    fine = jnp.linspace(best - 0.1, best + 0.1, 41)
+    return float(np.exp(float(fine[int(jnp.argmin(nll(fine)))])))
 
 
 def centered(scores: Array, axis: int = -1) -> Array:

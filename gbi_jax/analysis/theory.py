@@ -1,6 +1,6 @@
 """Closed-form and ideal-observer references for the disentangling task.
 
-The task (spec disentangle.md 1.1, 2): a latent ``x* ~ U[-1/2, 1/2]^D`` is fixed
+The task (Vafidis et al. 2025): a latent ``x* ~ U[-1/2, 1/2]^D`` is fixed
 for a trial, the network sees ``T`` noisy samples ``x* + eps_t`` with
 ``eps_t ~ N(0, sigma^2 I)`` iid over time and dimension, and ``N`` binary tasks
 ask on which side of a hyperplane through the origin ``x*`` lies,
@@ -11,6 +11,7 @@ simulate the individual samples.
 
 What this module gives (numbers at ``T = 20``, ``sigma = 0.2``):
 
+UNIFORM_VAR           ``1/12``, the variance of ``U[-1/2, 1/2]``: the r^2 normaliser.
 r2_ceiling            Eq. 7, ``1 - sigma^2 / (T Var x*)`` -> 0.976 (0.977 with the
                       free-RT ``T + 1`` samples).
 posterior_mean_r2     r^2 of the exact Bayes posterior mean (box-truncated Gaussian
@@ -24,10 +25,11 @@ bayes_cross_entropy_2d  Bayes decision-step cross-entropy (nats) for D = 2.
 bce_floor             the training-loss floor ``(21 ln 2 + CE_Bayes) / 22``.
 
 Angles and normals follow the authors' tasks for D = 2: ``phi_i = (i + 1/2) pi / N``
-and labels ``1[x2 > tan(phi_i) x1]`` (:func:`line_angles`, :func:`line_normals`).
+(:func:`gbi_jax.tasks.evidence.line_angles`) and labels ``1[x2 > tan(phi_i) x1]``
+(:func:`line_normals`).
 
-All functions are pure ``jax.numpy`` and ``jit``-compatible in ``sigma`` and
-``num_samples`` (grid and sample sizes are static Python ints).
+All functions are ``jit``-compatible in ``sigma`` and ``num_samples`` (grid and
+sample sizes are static Python ints).
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr, ndtri, xlogy
 
+from gbi_jax.tasks.evidence import line_angles
+
 Array = jax.Array
 
 __all__ = [
     "UNIFORM_VAR",
     "r2_ceiling",
     "posterior_mean_r2",
-    "line_angles",
     "line_normals",
     "bayes_accuracy_2d",
     "bayes_cross_entropy_2d",
@@ -55,7 +58,7 @@ __all__ = [
     "bce_floor",
 ]
 
-UNIFORM_VAR = 1.0 / 12.0  # variance of U[-1/2, 1/2], the r^2 normaliser of the spec
+UNIFORM_VAR = 1.0 / 12.0  # variance of U[-1/2, 1/2], the paper's r^2 normaliser
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -85,9 +88,12 @@ def r2_ceiling(sigma, num_samples, latent_var: float = UNIFORM_VAR) -> Array:
       latent_var: prior variance of each latent coordinate (the r^2 normaliser).
 
     Returns:
-      r^2 (dimensionless), broadcast shape of ``sigma`` and ``num_samples``.
+      r^2 (dimensionless), broadcast shape of ``sigma`` and ``num_samples``. Plain
+      arithmetic: Python floats give a Python float (float64), NumPy arrays a NumPy
+      array, JAX arrays (also traced ones) a JAX array.
     """
-    sigma = jnp.asarray(sigma, dtype=jnp.result_type(float))
+    sigma, num_samples = (np.asarray(v, float) if isinstance(v, (list, tuple)) else v
+                          for v in (sigma, num_samples))
     return 1.0 - sigma ** 2 / (num_samples * latent_var)
 
 
@@ -114,7 +120,7 @@ def posterior_mean_r2(sigma, num_samples, *, half_width: float = 0.5,
     variance ``(2w)^2 / 12`` as normaliser (dimensions are independent, so the value
     is the same for every D).
 
-    Reference (spec 2, Monte Carlo): t = 5, 10, 20, 21, 40 at sigma = 0.2 ->
+    Reference (Monte Carlo): t = 5, 10, 20, 21, 40 at sigma = 0.2 ->
     0.920, 0.958, 0.978, 0.979, 0.989.
 
     Args:
@@ -142,18 +148,13 @@ def posterior_mean_r2(sigma, num_samples, *, half_width: float = 0.5,
 
 
 # --------------------------------------------------------------------------
-# Task geometry.
+# Task geometry (the angles: gbi_jax.tasks.evidence.line_angles).
 # --------------------------------------------------------------------------
-def line_angles(num_tasks: int) -> np.ndarray:
-    """Angles ``phi_i = (i + 1/2) pi / N`` (radians, ``[N]``) of the D = 2 decision lines."""
-    return (np.arange(num_tasks) + 0.5) * np.pi / num_tasks
-
-
 def line_normals(num_tasks: int) -> np.ndarray:
     """Unit normals ``c_i`` ``[N, 2]`` with ``1[c_i . x > 0] == 1[x2 > tan(phi_i) x1]``.
 
     ``c_i = sign(cos phi_i) * (-sin phi_i, cos phi_i)``: the sign reproduces the
-    authors' half-plane flip for ``phi > pi / 2`` (spec 1.1). Accuracies and
+    authors' half-plane flip for ``phi > pi / 2``. Accuracies and
     cross-entropies do not depend on the orientation of a normal. Computed in float64.
     """
     phi = line_angles(num_tasks)
@@ -305,7 +306,7 @@ def bayes_accuracy_2d(sigma, num_samples, num_tasks: Optional[int] = None, *,
     the box's symmetries are computed once (the 24 evenly spaced lines are 6
     classes). Under ``jit`` (traced normals) every line is integrated.
 
-    Reference (spec 2, 5.1; T = 20, sigma = 0.2): 0.951 for N = 2, 0.960 for N = 24.
+    Values at T = 20, sigma = 0.2: 0.951 for N = 2, 0.960 for N = 24.
     For the N = 2 diagonals the optimal rule is ``sign(c . m)`` and the error has the
     closed form ``2 s / sqrt(pi) - s^2`` (triangular density of ``c . x*``), i.e.
     accuracy 0.95154.
@@ -360,7 +361,7 @@ def bayes_cross_entropy_2d(sigma, num_samples, num_tasks: Optional[int] = None, 
 def bce_floor(sigma, num_samples: int = 20, num_tasks: Optional[int] = None, *,
               normals=None, num_steps: int = 22, num_decision_steps: int = 1,
               **quadrature) -> Array:
-    """Lower bound on the training BCE of the CE-version networks (spec 1.1).
+    """Lower bound on the training BCE of the fixed-RT networks (cross-entropy loss).
 
     The loss is the mean BCE over ``num_steps = 22`` steps x N outputs. On the
     ``num_steps - num_decision_steps = 21`` pre-decision steps the target is 0.5, and
@@ -369,9 +370,9 @@ def bce_floor(sigma, num_samples: int = 20, num_tasks: Optional[int] = None, *,
 
         floor = [(num_steps - 1) ln 2 + CE_Bayes(sigma, T, lines)] / num_steps.
 
-    The spec's "≈ 0.662" is the first term alone (``21 ln 2 / 22 = 0.6616``); with the
-    decision step added the floor at T = 20, sigma = 0.2 is 0.6666 (N = 2; decision
-    CE 0.1082 nats) and 0.6657 (N = 24; decision CE 0.0897 nats).
+    The first term alone is ``21 ln 2 / 22 = 0.6616``; with the decision step added the
+    floor at T = 20, sigma = 0.2 is 0.6666 (N = 2; decision CE 0.1082 nats) and 0.6657
+    (N = 24; decision CE 0.0897 nats).
 
     Args:
       sigma, num_samples, num_tasks, normals: as in :func:`bayes_cross_entropy_2d`.

@@ -15,13 +15,9 @@ from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
+from gbi_jax.validation import check_int as _check
+
 __all__ = ["epoch_permutation", "batch_indices", "batches", "steps_per_epoch"]
-
-
-def _check(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Image preprocessing that runs on host (numpy) or inside ``jit`` (jax.numpy).
 
-Normalisation matters for OOD detection (spec gbi.md 2.7): MNIST and
+Normalisation matters for OOD detection (Hummos et al. 2024, Sec. 3.2): MNIST and
 Fashion-MNIST differ in mean intensity, so a detector can look good by reading
 brightness alone. ``"per_image"`` standardises every image to zero mean and unit
 standard deviation, removing those statistics for every model alike.

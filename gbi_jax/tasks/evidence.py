@@ -1,4 +1,4 @@
-"""Multi-task evidence aggregation (spec disentangle.md 1): pure JAX, made on device.
+"""Multi-task evidence aggregation (Vafidis et al. 2025): pure JAX, made on device.
 
 A latent ``x* in R^D`` is drawn once per trial and held; the network sees a
 fixation step, ``T`` stimulus steps ``x* + N(0, sigma^2 I)`` and a decision step
@@ -23,7 +23,7 @@ Two pieces:
 evaluation data of the OOD protocol (``x* = U[0, 1/2]^D * s``, ``s`` a sign pattern
 drawn uniformly from the allowed orthants).
 
-Variants (spec 1.2):
+Variants (the paper's supplementary experiments, Figs. 5 and S3):
 
 * ``free_rt=True``: no fixation/decision steps and no fixation channel; targets at
   every step are the accumulators ``A_i(t) = sum_{s<=t} w_i . X(s)`` with absorbing
@@ -50,7 +50,7 @@ authors' ``DenoiseQuadsHighDim`` order).
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 from typing import Optional
 
 import flax
@@ -58,6 +58,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
+
+from gbi_jax.validation import check_choice, check_int, check_positive, check_range, require
 
 ENCODERS = ("relu", "quadratic")
 BOUNDARIES = ("linear", "hyperbolic")
@@ -113,23 +115,70 @@ class Batch:
     orthant: jax.Array
 
 
-def orthant_signs(dim: int) -> np.ndarray:
-    """``[2^D, D]`` sign patterns; D = 2 in the authors' quadrant order (see module doc)."""
-    if dim == 2:
-        return np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
-    return np.array(list(itertools.product((-1.0, 1.0), repeat=dim)), np.float32)
+# --------------------------------------------------------------------------
+# Task geometry: orthant numbering and decision-line angles.
+# --------------------------------------------------------------------------
+ORTHANT_ORDERS = ("auto", "quadrant", "binary")
+
+# binary index (2 * [x1 >= 0] + [x2 >= 0]) -> quadrant index (+,+)=0 (-,+)=1 (-,-)=2 (+,-)=3
+_BINARY_TO_QUADRANT = np.array([2, 1, 3, 0])
 
 
-def orthant_index(x: jax.Array) -> jax.Array:
-    """Index into :func:`orthant_signs` of each row of ``x [..., D]``."""
+def resolve_orthant_order(dim: int, order: str = "auto") -> str:
+    """``"quadrant"`` or ``"binary"``: the numbering ``order`` stands for in ``dim`` dims.
+
+    ``"auto"`` is the authors' numbering: quadrants for D = 2, binary otherwise.
+    """
+    if order == "auto":
+        return "quadrant" if dim == 2 else "binary"
+    if order == "quadrant" and dim != 2:
+        raise ValueError(f"order='quadrant' needs D = 2, got D = {dim}; use 'binary'.")
+    if order not in ORTHANT_ORDERS:
+        raise ValueError(f"order must be one of {ORTHANT_ORDERS}, got {order!r}.")
+    return order
+
+
+def orthant_signs(dim: int, order: str = "auto") -> np.ndarray:
+    """Sign pattern of every orthant, float32 ``[2^D, D]`` of ``+-1`` (row ``o`` = orthant ``o``).
+
+    ``order``: ``"quadrant"`` (D = 2 only: (+,+), (-,+), (-,-), (+,-), the authors'
+    quadrants 1-4), ``"binary"`` (``itertools.product((-1, +1), repeat=D)``, first
+    coordinate most significant), or ``"auto"`` (quadrant for D = 2, binary otherwise;
+    the authors' evaluation tasks).
+    """
+    order = resolve_orthant_order(dim, order)
+    bits = (np.arange(2 ** dim)[:, None] >> np.arange(dim)[::-1]) & 1
+    signs = (2 * bits - 1).astype(np.float32)
+    if order == "quadrant":
+        signs = signs[np.argsort(_BINARY_TO_QUADRANT)]
+    return signs
+
+
+def orthant_index(x: jax.Array, order: str = "auto") -> jax.Array:
+    """Orthant of each latent: ``x [..., D]`` -> int32 ``[...]`` in ``[0, 2^D)``.
+
+    Numbering as in :func:`orthant_signs`; a coordinate equal to 0 counts as positive.
+    """
+    x = jnp.asarray(x)
+    return _orthant_index(x, resolve_orthant_order(x.shape[-1], order))
+
+
+@functools.partial(jax.jit, static_argnames=("order",))
+def _orthant_index(x, order):
     dim = x.shape[-1]
-    signs = jnp.asarray(orthant_signs(dim))
-    match = jnp.all(jnp.where(x[..., None, :] >= 0, 1.0, -1.0) == signs, axis=-1)
-    return jnp.argmax(match, axis=-1)
+    bits = (x >= 0).astype(jnp.int32)
+    index = jnp.sum(bits * (2 ** jnp.arange(dim - 1, -1, -1, dtype=jnp.int32)), axis=-1)
+    if order == "quadrant":
+        index = jnp.asarray(_BINARY_TO_QUADRANT, jnp.int32)[index]
+    return index
 
 
 def line_angles(num_tasks: int) -> np.ndarray:
-    """``phi_i = (i + 1/2) pi / N`` (radians)."""
+    """Angles ``phi_i = (i + 1/2) pi / N`` (radians, float64 ``[N]``) of the D = 2 lines.
+
+    Task ``i`` labels ``1[x2 > tan(phi_i) x1]`` (the evenly spaced lines of Vafidis et
+    al. 2025, as in the authors' task code).
+    """
     return (np.arange(num_tasks) + 0.5) * np.pi / num_tasks
 
 
@@ -179,26 +228,23 @@ class EvidenceTask:
     encoders: tuple = ENCODERS
 
     def __post_init__(self):
-        def need(cond, msg):
-            if not cond:
-                raise ValueError(f"EvidenceTask: {msg}")
-        need(int(self.dim) == self.dim and self.dim >= 1, f"dim must be an integer >= 1, got {self.dim}")
-        need(int(self.stim_steps) == self.stim_steps and self.stim_steps >= 1,
-             f"stim_steps must be an integer >= 1, got {self.stim_steps}")
-        need(int(self.max_tasks) == self.max_tasks and self.max_tasks >= 1,
-             f"max_tasks must be an integer >= 1, got {self.max_tasks}")
-        need(self.encoder_out >= 1 and all(h >= 1 for h in self.encoder_hidden),
-             "encoder widths must be >= 1")
-        need(self.boundary in BOUNDARIES,
-             f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
-        need(self.boundary == "linear" or self.dim == 2,
-             f"boundary='hyperbolic' needs dim=2, got dim={self.dim}")
-        need(not (self.free_rt and self.boundary != "linear"),
-             "free_rt=True supports only boundary='linear'")
-        need(self.bound > 0, f"bound must be > 0, got {self.bound}")
-        need(isinstance(self.encoders, tuple) and len(self.encoders) > 0
-             and set(self.encoders) <= set(ENCODERS),
-             f"encoders must be a non-empty tuple drawn from {ENCODERS}, got {self.encoders!r}")
+        """Check every field; a bad one raises ``FieldError`` (a ``ValueError``) naming it
+        as ``EvidenceTask.<field>``."""
+        check_int("EvidenceTask.dim", self.dim, 1)
+        check_int("EvidenceTask.stim_steps", self.stim_steps, 1)
+        check_int("EvidenceTask.max_tasks", self.max_tasks, 1)
+        for width in tuple(self.encoder_hidden):
+            check_int("EvidenceTask.encoder_hidden", width, 1)
+        check_int("EvidenceTask.encoder_out", self.encoder_out, 1)
+        check_choice("EvidenceTask.boundary", self.boundary, BOUNDARIES)
+        require(self.boundary == "linear" or self.dim == 2, "EvidenceTask.boundary",
+                f"'hyperbolic' needs dim=2, got dim={self.dim}.")
+        require(not (self.free_rt and self.boundary != "linear"), "EvidenceTask.free_rt",
+                "True supports only boundary='linear'.")
+        check_positive("EvidenceTask.bound", self.bound)
+        require(isinstance(self.encoders, tuple) and len(self.encoders) > 0
+                and set(self.encoders) <= set(ENCODERS), "EvidenceTask.encoders",
+                f"must be a non-empty tuple drawn from {ENCODERS}, got {self.encoders!r}.")
 
     # -- shapes ---------------------------------------------------------------
     @property
@@ -211,25 +257,37 @@ class EvidenceTask:
         return self.encoder_out if self.free_rt else self.encoder_out + 1
 
     # -- per-network instance ---------------------------------------------------
+    def check_instance(self, num_tasks: int, *, sigma: float = 0.2, rho: float = 0.0,
+                       encoder: str = "relu") -> int:
+        """Check the fields of a :class:`TaskInstance` of this task without drawing it.
+
+        Raises ``FieldError`` (a ``ValueError``) naming the field as
+        ``TaskInstance.<field>``: ``num_tasks`` an integer in ``[1, max_tasks]`` (and a
+        multiple of 4 for hyperbolic boundaries), ``sigma >= 0``, ``rho`` a valid
+        equicorrelation (``-1/(D-1) < rho < 1``), ``encoder`` one of ``self.encoders``.
+        Returns ``int(num_tasks)``.
+        """
+        num_tasks = check_int("TaskInstance.num_tasks", num_tasks, 1, self.max_tasks)
+        require(self.boundary != "hyperbolic" or num_tasks % 4 == 0, "TaskInstance.num_tasks",
+                f"must be divisible by 4 for boundary='hyperbolic' (N/4 thresholds per "
+                f"quadrant), got {num_tasks}.")
+        check_positive("TaskInstance.sigma", sigma, allow_zero=True)
+        if self.dim > 1:
+            check_range("TaskInstance.rho", rho, -1.0 / (self.dim - 1), 1.0, low_open=True,
+                        high_open=True)
+        require(encoder in self.encoders, "TaskInstance.encoder",
+                f"must be one of {self.encoders} (EvidenceTask.encoders), got {encoder!r}.")
+        return num_tasks
+
     def instance(self, seed: int, num_tasks: int, *, sigma: float = 0.2, rho: float = 0.0,
                  encoder: str = "relu") -> TaskInstance:
         """Draw one network's encoder (and, for D > 2, its task normals) from ``seed``.
 
         Drawn on the host with ``numpy.random.default_rng(seed)`` (no compilation);
-        ``seed`` is an int or a sequence of ints.
+        ``seed`` is an int or a sequence of ints. The arguments are checked by
+        :meth:`check_instance`.
         """
-        num_tasks = int(num_tasks)
-        if not 1 <= num_tasks <= self.max_tasks:
-            raise ValueError(f"num_tasks must be in [1, max_tasks={self.max_tasks}], got "
-                             f"{num_tasks}.")
-        if not sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}.")
-        if encoder not in self.encoders:
-            raise ValueError(f"encoder must be one of {self.encoders} (EvidenceTask.encoders), "
-                             f"got {encoder!r}.")
-        if self.boundary == "hyperbolic" and num_tasks % 4:
-            raise ValueError(f"boundary='hyperbolic' needs num_tasks divisible by 4 (N/4 "
-                             f"thresholds per quadrant), got {num_tasks}.")
+        num_tasks = self.check_instance(num_tasks, sigma=sigma, rho=rho, encoder=encoder)
         chol = _equicorrelation_cholesky(self.dim, float(rho)) if self.dim > 1 else np.ones((1, 1))
         rng = np.random.default_rng(seed)
         widths = (self.dim,) + tuple(self.encoder_hidden) + (self.encoder_out,)
@@ -268,9 +326,8 @@ class EvidenceTask:
 
         The first layer contracts over only ``D`` inputs: for ``D <= 8`` it is written
         as ``D`` broadcast multiply-adds, which fuse with the bias and the nonlinearity
-        into one elementwise pass. (As a matmul with a 2-long contraction it ran at
-        about 4 GFLOP/s on CPU and took 0.44 ms of a ~15 ms Fig. 1 training step, plus
-        a separate activation pass; ``python -m benchmarks.disentangle_train --profile``.)
+        into one elementwise pass (a matmul with a 2-long contraction runs far below the
+        CPU's matmul speed; ``python -m benchmarks.disentangle_train --profile``).
         """
         enc = inst.encoder
         n = len(self.encoder_hidden) + 1

@@ -1,5 +1,5 @@
 """The GBI toy task: a 1-D stream of Gaussian observations whose context switches
-between blocks (spec gbi.md 3.1).
+between blocks (Hummos et al. 2024, Sec. 3.1).
 
 Each context ``c`` has a mean and a standard deviation; ``x_t ~ N(mu_c, sd_c^2)``.
 Block lengths are ``clip(Geometric(p), min_len, max_len)`` (authors' defaults:
@@ -17,6 +17,9 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from gbi_jax.validation import check_int, check_range, require
 
 
 class Stream(NamedTuple):
@@ -47,22 +50,25 @@ class SwitchingGaussianTask:
     contexts: Sequence[int] | None = None
 
     def __post_init__(self):
-        if len(self.means) != len(self.stds):
-            raise ValueError(f"task.means and task.stds must have the same length; got "
-                             f"{len(self.means)} and {len(self.stds)}.")
-        if len(self.means) < 2:
-            raise ValueError(f"task needs at least 2 contexts (K >= 2); got {len(self.means)}.")
-        if any(s <= 0 for s in self.stds):
-            raise ValueError(f"task.stds must all be > 0; got {tuple(self.stds)}.")
-        if not 0 < self.block_p <= 1:
-            raise ValueError(f"task.block_p must be in (0, 1]; got {self.block_p}.")
-        if not 1 <= self.min_block <= self.max_block:
-            raise ValueError(f"need 1 <= task.min_block <= task.max_block; got "
-                             f"{self.min_block}, {self.max_block}.")
+        """Check every field; a bad one raises ``FieldError`` (a ``ValueError``) naming it
+        as ``SwitchingGaussianTask.<field>``."""
+        name = "SwitchingGaussianTask."
+        require(len(self.means) >= 2, name + "means",
+                f"needs at least 2 contexts (K >= 2), got {len(self.means)}.")
+        require(len(self.stds) == len(self.means), name + "stds",
+                f"must have the same length as means ({len(self.means)}), got "
+                f"{len(self.stds)}.")
+        require(all(s > 0 for s in self.stds), name + "stds",
+                f"must all be > 0, got {tuple(self.stds)}.")
+        check_range(name + "block_p", self.block_p, 0.0, 1.0, low_open=True)
+        check_int(name + "min_block", self.min_block, 1)
+        check_int(name + "max_block", self.max_block, 1)
+        require(self.max_block >= self.min_block, name + "max_block",
+                f"must be >= min_block ({self.min_block}), got {self.max_block}.")
         allowed = self.allowed_contexts
-        if len(allowed) < 2 or any(not 0 <= c < len(self.means) for c in allowed):
-            raise ValueError(f"task.contexts must list >= 2 valid context indices in "
-                             f"[0, {len(self.means)}); got {allowed}.")
+        require(len(allowed) >= 2 and all(0 <= c < len(self.means) for c in allowed),
+                name + "contexts", f"must list >= 2 valid context indices in "
+                f"[0, {len(self.means)}), got {allowed}.")
 
     @property
     def num_contexts(self) -> int:
@@ -74,14 +80,8 @@ class SwitchingGaussianTask:
 
     @property
     def mean_block_length(self) -> float:
-        """Exact mean of ``clip(Geometric(p), min, max)`` (support starting at 1)."""
-        p, lo, hi = self.block_p, self.min_block, self.max_block
-        q = 1.0 - p
-        total = lo * (1.0 - q ** lo)  # P(G <= lo) * lo
-        for n in range(lo + 1, hi):
-            total += n * p * q ** (n - 1)
-        total += hi * q ** (hi - 1)  # P(G >= hi)
-        return total
+        """Exact mean block length (steps), :func:`mean_block_length` of this task."""
+        return float(mean_block_length(self.min_block, self.max_block, self.block_p))
 
     @property
     def hazard(self) -> float:
@@ -123,6 +123,35 @@ class SwitchingGaussianTask:
              + jnp.asarray(self.stds, jnp.float32)[context] * jax.random.normal(key, (length,)))
         return Stream(x, jnp.full((length,), context, jnp.int32),
                       jnp.zeros((length,), jnp.int32))
+
+
+def mean_block_length(min_len, max_len, p):
+    """Mean of ``clip(G, min_len, max_len)`` with ``G ~ Geometric(p)`` on {1, 2, ...}.
+
+    Uses ``E[clip(G, a, b)] = a + sum_{n=a}^{b-1} P(G > n)`` with
+    ``P(G > n) = (1 - p)^n``, i.e. ``a + (1 - p)^a (1 - (1 - p)^(b - a)) / p``.
+
+    Args:
+      min_len: a >= 1, the shortest block (steps).
+      max_len: b >= a, the longest block; ``None`` for no upper clip.
+      p: success probability in ``(0, 1]`` (the task's default is 1/20 with
+        ``[min_len, max_len] = [20, 50]``, mean about 25.6 steps). May be traced.
+
+    Returns:
+      The mean block length (steps): a float64 NumPy scalar for Python / NumPy
+      arguments, a JAX scalar (default float dtype) for traced or JAX-array ``p``.
+    """
+    if max_len is not None and isinstance(max_len, (int, float)) and isinstance(
+            min_len, (int, float)):
+        require(max_len >= min_len, "max_len", f"must be >= min_len ({min_len}), got {max_len}.")
+    check_range("p", p, 0.0, 1.0, low_open=True)
+    xp = np if isinstance(p, (int, float, np.number, np.ndarray)) else jnp
+    q = 1.0 - (xp.asarray(p, dtype=np.float64) if xp is np
+               else jnp.asarray(p, dtype=jnp.result_type(float)))
+    tail = q ** min_len / (1.0 - q)
+    if max_len is not None:
+        tail = tail * (1.0 - q ** (max_len - min_len))
+    return min_len + tail
 
 
 def compositional_code(means: Sequence[float], stds: Sequence[float],
