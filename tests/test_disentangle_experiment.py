@@ -219,6 +219,12 @@ def test_every_variant_validates(name):
     assert paper.train.steps == 100_000 and paper.train.transformer_steps == 20_000
 
 
+def test_paper_decoder_schedule_is_the_library_default():
+    from gbi_jax.analysis import decoding
+
+    assert tuple(dis_config.get_config("fig1").eval.decoder_steps) == decoding.DECODER_STEPS
+
+
 def test_unknown_variant_rejected():
     with pytest.raises(ValueError, match="Unknown config variant"):
         dis_config.get_config("fig9")
