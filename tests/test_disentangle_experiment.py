@@ -21,27 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------------------
 # Networks.
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("core, alpha", [("rnn", 1.0), ("rnn", 0.3), ("noleak", 1.0)])
-def test_handwritten_rnn_backward_matches_autodiff(core, alpha):
-    task = EvidenceTask(max_tasks=6)
-    inst = task.instance(0, 6)
-    b = jax.jit(lambda i, k: task.sample(i, k, 8))(inst, jax.random.PRNGKey(1))
-    fast = Network(core, task.input_size, 6, hidden=16, alpha=alpha)
-    plain = Network(core, task.input_size, 6, hidden=16, alpha=alpha, custom_grad=False)
-    params = fast.init(jax.random.PRNGKey(0))
-    # Gradients w.r.t. the parameters and the inputs, through the readout and the hidden
-    # states (so both cotangent paths of the hand-written backward pass are exercised).
-    grad = lambda net: jax.jit(jax.grad(
-        lambda p, x: jnp.sum(jnp.sin(net.apply(p, x)[0])) + jnp.sum(net.apply(p, x)[1] ** 2),
-        argnums=(0, 1)))(params, b.inputs)
-    leaves = lambda t: jax.tree_util.tree_leaves(t)
-    new, ref = leaves(grad(fast)), leaves(grad(plain))
-    assert len(new) == len(ref) == 7
-    for a, c in zip(new, ref):
-        assert a.shape == c.shape
-        np.testing.assert_allclose(a, c, rtol=2e-4, atol=1e-5)
-
-
 def test_rnn_training_does_not_depend_on_member_blocking():
     """The Fig. 1 training program in cache blocks of 2 + 1 networks = one vmap of 3."""
     import optax
@@ -65,49 +44,6 @@ def test_rnn_training_does_not_depend_on_member_blocking():
     assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(out[None], start)) > 1e-3
     for a, b in zip(out[None], out[2]):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-
-
-def test_readout_linear_matches_autodiff_also_vmapped():
-    from experiments.disentangle.networks import linear
-
-    ks = jax.random.split(jax.random.PRNGKey(3), 4)
-    x = jax.random.normal(ks[0], (3, 5, 7, 16))  # [members, B, S, K]
-    w = jax.random.normal(ks[1], (3, 16, 6))
-    b = jax.random.normal(ks[2], (3, 6))
-    probe = jax.random.normal(ks[3], (3, 5, 7, 6))
-
-    def loss(f):
-        return lambda x, w, b, p: jnp.sum(jnp.sin(f(x, w, b)) * p)
-
-    plain = lambda x, w, b: x @ w + b  # noqa: E731
-    for lin in (jax.vmap(linear), linear):  # vmapped over members, and plain batch axes
-        args = (x, w, b, probe) if lin is not linear else (x[0], w[0], b[0], probe[0])
-        ref = plain if lin is linear else jax.vmap(plain)
-        np.testing.assert_allclose(lin(*args[:3]), ref(*args[:3]), rtol=1e-6, atol=1e-6)
-        g_new = jax.jit(jax.grad(loss(lin), argnums=(0, 1, 2)))(*args)
-        g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(*args)
-        for a, c in zip(g_new, g_ref):
-            assert a.shape == c.shape
-            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
-
-
-def test_rnn_matches_its_step_function_and_init_ranges():
-    net = Network("rnn", 41, 3, hidden=64)
-    p = net.init(jax.random.PRNGKey(0))
-    assert float(jnp.max(jnp.abs(p["w_in"]))) <= 1 / np.sqrt(41)  # authors' nn.Linear
-    assert float(jnp.max(jnp.abs(p["w_in"]))) > 1 / 8
-    assert float(jnp.max(jnp.abs(p["w_rec"]))) <= 1 / 8
-    u = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 41))
-
-    @jax.jit
-    def both(p, u):
-        h = jnp.zeros((2, 64))
-        for t in range(5):
-            h = net.rnn_step(p, h, u[:, t])
-        return net.apply(p, u)[1][:, -1], h
-
-    a, b = both(p, u)
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("core", ["lstm", "gru", "transformer", "noleak"])

@@ -1,4 +1,4 @@
-"""GBI image experiment: backbone, one-step on a known model, smoke run end to end, CLI."""
+"""GBI image experiment: one-step on a known model, smoke run end to end, CLI."""
 
 import json
 import os
@@ -6,58 +6,15 @@ import subprocess
 import sys
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.gbi_images import config as images_config
 from experiments.gbi_images import experiment
-from experiments.gbi_images.models import (ConditionalAutoencoder, Conv3x3, FiLM,
-                                           depth_to_space)
 from gbi_jax.data import idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# ---------------------------------------------------------------------------
-# Backbone.
-# ---------------------------------------------------------------------------
-@pytest.mark.parametrize("stride, size", [(1, 14), (2, 28), (2, 7)])
-def test_conv3x3_is_a_same_convolution(stride, size):
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
-    conv = Conv3x3(5, stride)
-    p = jax.jit(conv.init)(jax.random.PRNGKey(1), x)
-    kernel = p["params"]["Dense_0"]["kernel"].reshape(3, 3, 3, 5)
-    ref = jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(jax.jit(conv.apply)(p, x), ref + p["params"]["Dense_0"]["bias"],
-                               atol=1e-5)
-
-
-def test_depth_to_space_layout():
-    x = np.arange(2 * 3 * 3 * 8, dtype=np.float32).reshape(2, 3, 3, 8)
-    y = np.asarray(depth_to_space(jnp.asarray(x)))
-    assert y.shape == (2, 6, 6, 2)
-    for i in range(2):
-        for j in range(2):
-            np.testing.assert_array_equal(y[:, i::2, j::2], x[..., (2 * i + j) * 2:(2 * i + j + 1) * 2])
-
-
-def test_film_is_identity_at_zero_latent_and_autoencoder_shapes():
-    h = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
-    film = FiLM()
-    p = jax.jit(film.init)(jax.random.PRNGKey(1), h, jnp.ones((2, 5)))
-    np.testing.assert_allclose(jax.jit(film.apply)(p, h, jnp.zeros((2, 5))), h, atol=1e-6)
-    for shape, k in (((28, 28, 1), 10), ((32, 32, 3), 100)):
-        ae = ConditionalAutoencoder(image_shape=shape, features=(4, 8), z_injection="both")
-        x = jnp.zeros((3,) + shape)
-        out = jax.eval_shape(lambda x: ae.apply(ae.init(jax.random.PRNGKey(0), x, jnp.zeros((3, k))),
-                                                x, jnp.zeros((3, k))), x)
-        assert out.shape == (3,) + shape
-    with pytest.raises(ValueError, match="z_injection"):
-        ConditionalAutoencoder(z_injection="add").init(
-            jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""GBI toy experiment: tasks, models, config checks, smoke run end to end, saved figure
+"""GBI toy experiment: tasks, config checks, smoke run end to end, saved figure
 arrays and redrawn figures, CLI."""
 
 import json
@@ -13,7 +13,6 @@ import pytest
 
 from experiments.gbi_toy import config as toy_config
 from experiments.gbi_toy import experiment
-from gbi_jax.models import RecurrentNetwork
 from gbi_jax.tasks import SwitchingGaussianTask
 from gbi_jax.workdir import Workdir
 from test_figures import assert_redraw_reproduces  # tests/ is on sys.path under pytest
@@ -55,72 +54,6 @@ def test_held_out_context_never_appears():
 def test_task_rejects_bad_fields(kwargs, field):
     with pytest.raises(ValueError, match=field):
         SwitchingGaussianTask(**kwargs)
-
-
-# ---------------------------------------------------------------------------
-# Models.
-# ---------------------------------------------------------------------------
-def _sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-@pytest.mark.parametrize("core", ["rnn", "gru", "lstm"])
-def test_recurrent_cells_match_torch_equations(core):
-    net = RecurrentNetwork(core=core, hidden=4, out_features=2)
-    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
-    z = jnp.array([0.0, 1.0])
-    params = net.init(jax.random.PRNGKey(1), x, z)
-    out, hs = net.apply(params, x, z, return_hidden=True)
-    p = jax.tree_util.tree_map(np.asarray, params["params"])
-    wi, bi = p["core"]["input"]["Dense_0"]["kernel"], p["core"]["input"]["Dense_0"]["bias"]
-    wh, bh = p["core"]["recurrent"]["Dense_0"]["kernel"], p["core"]["recurrent"]["Dense_0"]["bias"]
-    u = np.concatenate([np.asarray(x), np.tile(np.asarray(z), (6, 1))], 1)
-    h, c, ref = np.zeros(4), np.zeros(4), []
-    for t in range(6):
-        gi, gh = u[t] @ wi + bi, h @ wh + bh
-        if core == "rnn":
-            h = np.maximum(gi + gh, 0)
-        elif core == "lstm":
-            i, f, g, o = np.split(gi + gh, 4)
-            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-            h = _sigmoid(o) * np.tanh(c)
-        else:
-            r = _sigmoid(gi[:4] + gh[:4])
-            zg = _sigmoid(gi[4:8] + gh[4:8])
-            n = np.tanh(gi[8:] + r * gh[8:])
-            h = (1 - zg) * n + zg * h
-        ref.append(h)
-    np.testing.assert_allclose(np.asarray(hs), np.stack(ref), atol=1e-5)
-    ro = p["readout"]
-    np.testing.assert_allclose(np.asarray(out), np.stack(ref) @ ro["kernel"] + ro["bias"],
-                               atol=1e-5)
-    # torch init: every weight within 1/sqrt(hidden)
-    assert np.abs(wh).max() <= 0.5 + 1e-6 and np.abs(wi).max() <= 0.5 + 1e-6
-
-
-def test_batched_equals_unbatched_and_gate_is_neutral_at_zero():
-    net = RecurrentNetwork(core="lstm", hidden=8, out_features=1, input_projection=8,
-                           z_injection="gate")
-    x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 1))
-    z = jax.nn.one_hot(jnp.array([0, 1, 1]), 2)
-    params = net.init(jax.random.PRNGKey(1), x, z)
-    batched = net.apply(params, x, z)
-    single = jnp.stack([net.apply(params, x[i], z[i]) for i in range(3)])
-    np.testing.assert_allclose(batched, single, atol=1e-6)
-    # A zero latent leaves the gated network equal to the ungated path.
-    no_gate = dict(params["params"])
-    no_gate.pop("gate")
-    plain = RecurrentNetwork(core="lstm", hidden=8, out_features=1, input_projection=8)
-    np.testing.assert_allclose(net.apply(params, x, jnp.zeros((3, 2))),
-                               plain.apply({"params": no_gate}, x), atol=1e-6)
-
-
-def test_model_rejects_bad_options():
-    x, z = jnp.ones((4, 1)), jnp.ones(2)
-    with pytest.raises(ValueError, match="core"):
-        RecurrentNetwork(core="transformer").init(jax.random.PRNGKey(0), x, z)
-    with pytest.raises(ValueError, match="z_injection"):
-        RecurrentNetwork(z_injection="add").init(jax.random.PRNGKey(0), x, z)
 
 
 # ---------------------------------------------------------------------------

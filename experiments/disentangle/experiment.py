@@ -35,7 +35,7 @@ from absl import logging
 
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
-from experiments.disentangle.networks import CORES, Network
+from experiments.disentangle.networks import ARCHITECTURES, Network
 from gbi_jax import losses, training
 from gbi_jax.analysis import dynamics, theory
 from gbi_jax.tasks import EvidenceTask, stack_instances
@@ -80,8 +80,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for axis in ("cores", "n_tasks", "sigmas", "rhos", "encoders", "dims", "stim_steps",
                  "free_rt", "boundaries"):
         need(len(g[axis]) >= 1, f"grid.{axis}", "needs at least one value")
-    need(all(c in CORES for c in g.cores), "grid.cores",
-         f"values must be in {CORES}, got {tuple(g.cores)}")
+    need(all(c in ARCHITECTURES for c in g.cores), "grid.cores",
+         f"values must be in {ARCHITECTURES}, got {tuple(g.cores)}")
     # The protocol's own rules (the task class itself allows sigma = 0 and D = 1).
     need(all(s > 0 for s in g.sigmas), "grid.sigmas",
          f"values must be > 0 (the task needs noise), got {tuple(g.sigmas)}")

@@ -11,7 +11,7 @@ Details the paper leaves open, and what we chose (each a field here):
 * backbone: 2 stride-2 conv layers (``model.features``) into a ``tanh``
   bottleneck of ``model.bottleneck`` units with Gaussian noise
   (``model.image_noise``) during training; the decoder gets the code and ``z``
-  by concatenation and FiLM (``model.z_injection``). Narrow + noisy makes the
+  by concatenation and FiLM (``model.z_injection = "concat+film"``). Narrow + noisy makes the
   decoder need ``z`` (the paper's CIFAR-100 lesson);
 * ``z`` is fed as is (one-hot in training, ``1/K`` at the max-entropy point);
 * loss: ``0.5 * sum of squared errors`` over pixels of the normalised image
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.features = (16, 32)
     c.model.bottleneck = 4
     c.model.image_noise = 0.3
-    c.model.z_injection = "both"  # "concat" | "film" | "both"
+    c.model.z_injection = "concat+film"  # any of gbi_jax.models.Z_INJECTIONS
     c.classifier = ml_collections.ConfigDict()
     c.classifier.hidden = 128
     c.classifier.members = 5  # deep ensemble; member 0 is the CE baseline

@@ -36,10 +36,10 @@ import optax
 from absl import logging
 
 from experiments.gbi_images.config import DATASETS
-from experiments.gbi_images.models import Z_INJECTIONS, Classifier, ConditionalAutoencoder
 from gbi_jax import data as gdata
 from gbi_jax import inference, training
 from gbi_jax.analysis import metrics as M
+from gbi_jax.models import Z_INJECTIONS, Classifier, ConditionalAutoencoder
 from gbi_jax.workdir import Workdir
 
 PAPER = {

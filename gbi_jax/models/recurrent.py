@@ -1,10 +1,28 @@
 """Recurrent cores and a sequence model that takes ``(inputs, z)``.
 
-Cells use PyTorch's parameterisation and initialisation so results can be
-compared with the papers' PyTorch code: every weight and bias is drawn from
-``U(-1/sqrt(H), 1/sqrt(H))`` (H = hidden size), LSTM gates are ordered
-``i, f, g, o`` and the GRU follows ``torch.nn.GRU`` (reset gate applied to the
-recurrent candidate term, after its bias).
+Cores (:data:`CORES`): ``"rnn"`` (:class:`RNNCell`, rate RNN, leaky or non-leaky),
+``"gru"`` (:class:`GRUCell`, as ``torch.nn.GRU``: reset gate applied to the recurrent
+candidate term after its bias) and ``"lstm"`` (:class:`LSTMCell`, as ``torch.nn.LSTM``:
+gates ordered ``i, f, g, o``). PyTorch's parameterisation, so results compare with the
+papers' PyTorch code.
+
+Parameter layout of every cell (``G`` = 1, 3, 4 gate blocks for rnn, gru, lstm)::
+
+    {"input":     {"Dense_0": {"kernel": [F, G*H], "bias": [G*H]}},
+     "recurrent": {"Dense_0": {"kernel": [H, G*H], "bias": [G*H]}}}
+
+The fast ReLU RNN (:class:`gbi_jax.models.FastRNN`) uses the same tree, so parameters
+trained by either run in the other.
+
+Initialisation (``weight_init``, :data:`WEIGHT_INITS`):
+
+* ``"torch"``: every weight and bias ``U(-1/sqrt(H), 1/sqrt(H))``, as ``torch.nn.RNN`` /
+  ``GRU`` / ``LSTM``;
+* ``"fan_in"``: the input layer ``U(+-1/sqrt(F))`` and the recurrent layer
+  ``U(+-1/sqrt(H))``, as two ``torch.nn.Linear`` layers (the disentangling authors' RNN,
+  Vafidis et al. 2025);
+* ``"flax"``: Flax's recurrent-cell defaults: input kernel lecun-normal, recurrent kernel
+  orthogonal, biases zero.
 
 Shapes: a cell maps ``(carry, u [..., F]) -> (carry, h [..., H])``;
 :class:`RecurrentNetwork` maps ``inputs [..., T, F]`` and ``z [..., K]`` (or a
@@ -13,16 +31,19 @@ time-varying ``[..., T, K]``) to outputs ``[..., T, out_features]``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gbi_jax.models.latent import broadcast_latent, check_latent_options, transform_latent
+from gbi_jax.models.latent import (broadcast_latent, check_latent_options, modulate,
+                                   parse_z_injection, transform_latent)
 from gbi_jax.models.mlp import get_activation
+from gbi_jax.validation import check_choice, check_int, check_range
 
 CORES = ("rnn", "gru", "lstm")
+WEIGHT_INITS = ("torch", "fan_in", "flax")
 
 
 def torch_uniform(hidden: int):
@@ -35,35 +56,77 @@ def torch_uniform(hidden: int):
     return init
 
 
-class _TorchDense(nn.Module):
+def check_weight_init(weight_init: str, field: str = "weight_init") -> str:
+    return check_choice(field, weight_init, WEIGHT_INITS)
+
+
+def layer_initialisers(weight_init: str, fan_in: int, hidden: int,
+                       recurrent: bool) -> tuple[Callable, Callable]:
+    """``(kernel_init, bias_init)`` of a cell's input (``recurrent=False``, fan-in ``F``) or
+    recurrent layer under ``weight_init`` (see the module docstring)."""
+    check_weight_init(weight_init)
+    if weight_init == "flax":
+        kernel = nn.initializers.orthogonal() if recurrent else nn.initializers.lecun_normal()
+        return kernel, nn.initializers.zeros
+    init = torch_uniform(fan_in if (weight_init == "fan_in" and not recurrent) else hidden)
+    return init, init
+
+
+class _Layer(nn.Module):
+    """One of a cell's two affine maps (``input`` or ``recurrent``)."""
+
     features: int
-    init_scale_from: int
-    use_bias: bool = True
+    hidden: int
+    weight_init: str
+    recurrent: bool
 
     @nn.compact
     def __call__(self, x):
-        init = torch_uniform(self.init_scale_from)
-        return nn.Dense(self.features, use_bias=self.use_bias, kernel_init=init,
-                        bias_init=init)(x)
+        kernel_init, bias_init = layer_initialisers(self.weight_init, x.shape[-1], self.hidden,
+                                                    self.recurrent)
+        return nn.Dense(self.features, kernel_init=kernel_init, bias_init=bias_init)(x)
+
+
+def _check_cell(owner: str, hidden: int, weight_init: str) -> None:
+    check_int(f"{owner}.hidden", hidden, 1)
+    check_weight_init(weight_init, f"{owner}.weight_init")
+
+
+def check_alpha(alpha: float, field: str = "alpha") -> float:
+    """The RNN step size ``dt / tau`` must be in ``(0, 1]``."""
+    return check_range(field, alpha, 0.0, 1.0, low_open=True)
 
 
 class RNNCell(nn.Module):
-    """Rate RNN: ``h' = (1 - alpha) h + alpha * act(W_i u + b_i + W_h h + b_h)``.
+    """Rate RNN with ``pre = W_i u + b_i + W_h h + b_h``:
 
-    ``alpha = dt / tau``; ``alpha = 1`` is the plain (non-leaky) RNN that the
-    disentangling authors' "leaky" network reduces to with ``dt = tau``.
+    * ``leaky=True``: ``h' = (1 - alpha) h + alpha act(pre)`` (``alpha = dt / tau``;
+      ``alpha = 1`` is the plain Elman RNN, which the disentangling authors' "leaky"
+      network reduces to with ``dt = tau``);
+    * ``leaky=False``: ``h' = h + alpha act(pre)`` (the authors' non-leaky RNN).
     """
 
     hidden: int
     alpha: float = 1.0
     activation: str = "relu"
+    leaky: bool = True
+    weight_init: str = "torch"
+
+    def __post_init__(self):
+        _check_cell("RNNCell", self.hidden, self.weight_init)
+        check_alpha(self.alpha, "RNNCell.alpha")
+        get_activation(self.activation, "RNNCell.activation")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, h, u):
         act = get_activation(self.activation)
-        pre = (_TorchDense(self.hidden, self.hidden, name="input")(u)
-               + _TorchDense(self.hidden, self.hidden, name="recurrent")(h))
-        h = (1.0 - self.alpha) * h + self.alpha * act(pre)
+        pre = (_Layer(self.hidden, self.hidden, self.weight_init, False, name="input")(u)
+               + _Layer(self.hidden, self.hidden, self.weight_init, True, name="recurrent")(h))
+        if self.leaky:
+            h = (1.0 - self.alpha) * h + self.alpha * act(pre)
+        else:
+            h = h + self.alpha * act(pre)
         return h, h
 
     def initial_state(self, batch_shape):
@@ -74,12 +137,18 @@ class LSTMCell(nn.Module):
     """torch.nn.LSTM cell: gates ``i, f, g, o``; carry ``(c, h)``."""
 
     hidden: int
+    weight_init: str = "torch"
+
+    def __post_init__(self):
+        _check_cell("LSTMCell", self.hidden, self.weight_init)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, carry, u):
         c, h = carry
-        gates = (_TorchDense(4 * self.hidden, self.hidden, name="input")(u)
-                 + _TorchDense(4 * self.hidden, self.hidden, name="recurrent")(h))
+        gates = (_Layer(4 * self.hidden, self.hidden, self.weight_init, False, name="input")(u)
+                 + _Layer(4 * self.hidden, self.hidden, self.weight_init, True,
+                          name="recurrent")(h))
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -94,11 +163,16 @@ class GRUCell(nn.Module):
     """torch.nn.GRU cell: ``n = tanh(W_in u + b_in + r * (W_hn h + b_hn))``."""
 
     hidden: int
+    weight_init: str = "torch"
+
+    def __post_init__(self):
+        _check_cell("GRUCell", self.hidden, self.weight_init)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, h, u):
-        gi = _TorchDense(3 * self.hidden, self.hidden, name="input")(u)
-        gh = _TorchDense(3 * self.hidden, self.hidden, name="recurrent")(h)
+        gi = _Layer(3 * self.hidden, self.hidden, self.weight_init, False, name="input")(u)
+        gh = _Layer(3 * self.hidden, self.hidden, self.weight_init, True, name="recurrent")(h)
         ir, iz, in_ = jnp.split(gi, 3, axis=-1)
         hr, hz, hn = jnp.split(gh, 3, axis=-1)
         r = jax.nn.sigmoid(ir + hr)
@@ -111,32 +185,45 @@ class GRUCell(nn.Module):
         return jnp.zeros(tuple(batch_shape) + (self.hidden,))
 
 
+def check_core(core: str, field: str = "core") -> str:
+    return check_choice(field, core, CORES)
+
+
 def make_cell(core: str, hidden: int, *, alpha: float = 1.0, activation: str = "relu",
+              leaky: bool = True, weight_init: str = "torch",
               name: Optional[str] = None) -> nn.Module:
+    """The cell of ``core``; ``alpha``, ``activation`` and ``leaky`` apply to ``"rnn"`` only."""
+    check_core(core)
     if core == "rnn":
-        return RNNCell(hidden, alpha=alpha, activation=activation, name=name)
+        return RNNCell(hidden, alpha=alpha, activation=activation, leaky=leaky,
+                       weight_init=weight_init, name=name)
     if core == "lstm":
-        return LSTMCell(hidden, name=name)
-    if core == "gru":
-        return GRUCell(hidden, name=name)
-    raise ValueError(f"core must be one of {CORES}, got {core!r}.")
+        return LSTMCell(hidden, weight_init=weight_init, name=name)
+    return GRUCell(hidden, weight_init=weight_init, name=name)
 
 
 class RecurrentNetwork(nn.Module):
     """``[input projection] -> recurrent core -> linear readout``, with a latent input.
 
-    With ``input_projection=H`` and ``core="lstm"`` this is the GBI toy model:
-    ``Linear(1 + K -> H) -> LSTM(H) -> Linear(H -> out)``.
+    With ``input_projection=H`` and ``core="lstm"`` this is the GBI toy model
+    (Hummos et al. 2024): ``Linear(1 + K -> H) -> LSTM(H) -> Linear(H -> out)``.
+    Parameters: ``input_projection`` (if any), ``gate`` / ``film`` (if injected),
+    ``core`` (the cell layout of the module docstring) and ``readout``
+    (``{"kernel": [H, out], "bias": [out]}``). Without an input projection the tree is
+    that of :class:`gbi_jax.models.FastRNN` with the same fields.
 
     Attributes:
-      core: ``"rnn"`` | ``"gru"`` | ``"lstm"``.
+      core: one of :data:`CORES`.
       hidden: core width H.
       out_features: readout width.
       input_projection: width of a linear layer applied to ``[inputs, z]`` before
         the core; ``None`` feeds them to the core directly.
-      alpha, activation: RNN leak and nonlinearity (``core="rnn"`` only).
-      z_injection / latent_activation / temperature: see ``gbi_jax.models.latent``.
-        With ``"gate"`` the core input is multiplied by ``1 + W_z z``.
+      alpha, activation, leaky: RNN step size, nonlinearity and leak (``core="rnn"``
+        only; see :class:`RNNCell`).
+      weight_init: the core's initialisation (:data:`WEIGHT_INITS`).
+      z_injection / latent_activation / temperature: see ``gbi_jax.models.latent``;
+        ``concat`` appends ``z`` to every step's input, ``gate`` / ``film`` modulate the
+        core input (after the input projection).
     """
 
     core: str = "lstm"
@@ -145,18 +232,23 @@ class RecurrentNetwork(nn.Module):
     input_projection: Optional[int] = None
     alpha: float = 1.0
     activation: str = "relu"
+    leaky: bool = True
+    weight_init: str = "torch"
     z_injection: str = "concat"
     latent_activation: str = "identity"
     temperature: float = 1.0
 
-    def setup(self):
-        if self.core not in CORES:
-            raise ValueError(f"core must be one of {CORES}, got {self.core!r}.")
-        check_latent_options(self.latent_activation, self.z_injection, self.temperature)
-        if self.hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {self.hidden}.")
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}.")
+    def __post_init__(self):
+        owner = "RecurrentNetwork"
+        check_core(self.core, f"{owner}.core")
+        check_latent_options(self.latent_activation, self.z_injection, self.temperature, owner)
+        _check_cell(owner, self.hidden, self.weight_init)
+        check_alpha(self.alpha, f"{owner}.alpha")
+        get_activation(self.activation, f"{owner}.activation")
+        check_int(f"{owner}.out_features", self.out_features, 1)
+        if self.input_projection is not None:
+            check_int(f"{owner}.input_projection", self.input_projection, 1)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, inputs: jax.Array, z: Optional[jax.Array] = None,
@@ -169,22 +261,23 @@ class RecurrentNetwork(nn.Module):
           initial_state: the core's carry (zeros by default).
           return_hidden: also return the hidden states ``[..., T, H]``.
         """
+        injection = parse_z_injection(self.z_injection)
         x = inputs
         if z is not None:
             zt = broadcast_latent(transform_latent(z, self.latent_activation, self.temperature), x)
-            if self.z_injection == "concat":
+            if injection.concat:
                 x = jnp.concatenate([x, zt], -1)
         if self.input_projection is not None:
             x = nn.Dense(self.input_projection, name="input_projection")(x)
-        if z is not None and self.z_injection == "gate":
-            x = x * (1.0 + nn.Dense(x.shape[-1], use_bias=False, name="gate")(zt))
+        if z is not None:
+            x = modulate(x, zt, injection)
 
         scan = nn.scan(
             lambda cell, carry, u: cell(carry, u),
             variable_broadcast="params", split_rngs={"params": False},
             in_axes=0, out_axes=0)
         cell = make_cell(self.core, self.hidden, alpha=self.alpha, activation=self.activation,
-                         name="core")
+                         leaky=self.leaky, weight_init=self.weight_init, name="core")
         batch_shape = x.shape[:-2]
         carry = cell.initial_state(batch_shape) if initial_state is None else initial_state
         time_major = jnp.moveaxis(x, -2, 0)

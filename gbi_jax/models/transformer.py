@@ -1,4 +1,4 @@
-"""GPT-style causal transformer for continuous inputs (spec disentangle.md 3.1).
+"""GPT-style causal transformer for continuous inputs (Vafidis et al. 2025).
 
 The disentangling authors use HuggingFace ``GPT2Model`` with ``n_embd=64``,
 ``n_layer=1``, ``n_head=8`` fed through ``inputs_embeds`` by a linear input
@@ -16,23 +16,30 @@ only order signal). This module is that network written in Flax:
   projection ``N(0, 0.02)``; the readout uses PyTorch's ``nn.Linear`` default
   ``U(+-1/sqrt(d))`` (it is a plain ``Linear`` in the authors' code);
 * no positional embedding at all (``positional=False``, the default: the authors'
-  zeroed, frozen embedding adds nothing); ``positional=True`` adds a learned one.
+  zeroed, frozen embedding adds nothing); ``positional=True`` adds a learned one;
+* an optional latent ``z`` (``gbi_jax.models.latent``): ``concat`` appends it to every
+  token before the input projection, ``gate`` / ``film`` modulate the embedded tokens.
+  Without ``z`` (the default) the network and its parameters are exactly the above.
 
-Shapes: ``inputs [..., S, F] -> outputs [..., S, out_features]``; with
-``return_hidden=True`` also the final-LayerNorm states ``[..., S, d]`` (the
-representation the readout and the decoders see). Pass ``deterministic=False`` and
-a ``"dropout"`` rng for training.
+Shapes: ``inputs [..., S, F]`` (and ``z [..., K]`` or ``[..., S, K]``) ``-> outputs
+[..., S, out_features]``; with ``return_hidden=True`` also the final-LayerNorm states
+``[..., S, d]`` (the representation the readout and the decoders see). Pass
+``deterministic=False`` and a ``"dropout"`` rng for training.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gbi_jax.models.latent import (broadcast_latent, check_latent_options, modulate,
+                                   parse_z_injection, transform_latent)
 from gbi_jax.models.recurrent import torch_uniform
+from gbi_jax.validation import check_int, check_range, require
 
 
 def _normal(std):
@@ -93,6 +100,8 @@ class CausalTransformer(nn.Module):
       dropout: dropout rate on embeddings, attention probabilities and residuals (0.1).
       positional: add a learned positional embedding (default off, as the authors).
       max_len: length of the positional table when ``positional``.
+      z_injection / latent_activation / temperature: how an optional ``z`` enters (see
+        ``gbi_jax.models.latent``).
     """
 
     out_features: int
@@ -103,23 +112,39 @@ class CausalTransformer(nn.Module):
     dropout: float = 0.1
     positional: bool = False
     max_len: int = 64
+    z_injection: str = "concat"
+    latent_activation: str = "identity"
+    temperature: float = 1.0
 
-    def setup(self):
-        if self.width % self.heads:
-            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads}).")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.layers < 1:
-            raise ValueError(f"layers must be >= 1, got {self.layers}.")
+    def __post_init__(self):
+        for field in ("out_features", "width", "layers", "heads", "mlp", "max_len"):
+            check_int(f"CausalTransformer.{field}", getattr(self, field), 1)
+        require(self.width % self.heads == 0, "CausalTransformer.width",
+                f"must be divisible by heads ({self.heads}), got {self.width}.")
+        check_range("CausalTransformer.dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_latent_options(self.latent_activation, self.z_injection, self.temperature,
+                             "CausalTransformer")
+        super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs, *, deterministic: bool = True, return_hidden: bool = False):
-        x = nn.Dense(self.width, kernel_init=_normal(0.02), name="input_projection")(inputs)
+    def __call__(self, inputs, z: Optional[jax.Array] = None, *, deterministic: bool = True,
+                 return_hidden: bool = False):
+        """``z=None`` (the default) runs without a latent."""
+        injection = parse_z_injection(self.z_injection)
+        tokens = inputs
+        if z is not None:
+            zt = broadcast_latent(transform_latent(z, self.latent_activation, self.temperature),
+                                  inputs)
+            if injection.concat:
+                tokens = jnp.concatenate([inputs, zt], -1)
+        x = nn.Dense(self.width, kernel_init=_normal(0.02), name="input_projection")(tokens)
         if self.positional:
             seq = inputs.shape[-2]
             if seq > self.max_len:
                 raise ValueError(f"sequence length {seq} exceeds max_len={self.max_len}.")
             x = x + self.param("wpe", _normal(0.01), (self.max_len, self.width))[:seq]
+        if z is not None:
+            x = modulate(x, zt, injection)
         x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
         proj_std = 0.02 / math.sqrt(2 * self.layers)
         for i in range(self.layers):
