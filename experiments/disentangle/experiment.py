@@ -373,8 +373,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         logging.info("[%s] train %.0fs, eval %.0fs", name, t_train, t_eval)
 
     table = summarise(rows)
-    results = {"figure": config.figure, "rows": rows, "table": table, "timing": timing,
-               "wall_time_s": time.time() - t_start, "devices": jax.device_count()}
+    results = {"experiment": "disentangle", "figure": config.figure, "rows": rows,
+               "table": table, "timing": timing, "wall_time_s": time.time() - t_start,
+               "devices": jax.device_count()}
     if attractor is not None:
         results["attractor"] = attractor
     wd.write_results(results)
@@ -382,7 +383,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.figures:
         from experiments.disentangle import figures
 
-        figures.make_figure(results, wd.figures_dir)
+        figures.draw(wd.path)
     logging.info("results in %s (wall %.0fs)", wd.path, results["wall_time_s"])
     return results
 

@@ -197,6 +197,22 @@ def _attractor(plt, a, path):
     plt.close(fig)
 
 
+def draw(workdir: str) -> list[str]:
+    """Draw the figure of the finished run in ``workdir`` (its ``results.json``) into
+    ``workdir/figures``; return the paths. ``python -m experiments.figures --workdir=DIR``."""
+    from gbi_jax.workdir import Workdir, from_jsonable
+
+    wd = Workdir(workdir)
+    results = wd.read_results()
+    if results is None:
+        raise FileNotFoundError(f"{wd.file('results.json')} does not exist.")
+    results = from_jsonable(results)  # "nan" (e.g. bayes_accuracy not computed) -> nan
+    paths = [make_figure(results, wd.figures_dir)]
+    if results["figure"] == "fig1":
+        paths.append(os.path.join(wd.figures_dir, "fig1_accuracy.png"))
+    return paths
+
+
 def main(argv):
     """``--workdir=DIR [--also=DIR2 ...] [--figure=NAME] [--out=DIR]``.
 

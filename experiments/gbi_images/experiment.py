@@ -547,7 +547,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     wd = Workdir(workdir)
     wd.claim(config, ignore=("figures",))
     t_start = time.time()
-    results: dict[str, Any] = {"datasets": {}, "skipped": {}, "ood": {}}
+    results: dict[str, Any] = {"experiment": "gbi_images", "datasets": {}, "skipped": {},
+                               "ood": {}}
     artefacts = {}
     for dataset in config.datasets:
         try:
@@ -579,7 +580,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     wd.write_results(results)
     if config.figures:
         from experiments.gbi_images import figures
-        figures.make_all(results, wd.figures_dir)
+        figures.draw(wd.path)
     table = format_table(results)
     with open(wd.file("results.md"), "w") as f:
         f.write(table.strip() + "\n")

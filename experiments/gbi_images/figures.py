@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -123,7 +126,9 @@ def _recomposition(ax, results):
     ax.legend(fontsize=7)
 
 
-def make_all(results, out_dir):
+def make_all(results, out_dir) -> list[str]:
+    """Draw every panel of ``results`` into ``out_dir``; return the paths (none when every
+    dataset was skipped)."""
     panels = {
         "accuracy": lambda ax: _accuracy(ax, results),
         "iterative": lambda ax: _iterative(ax, results),
@@ -134,6 +139,31 @@ def make_all(results, out_dir):
         "recomposition": lambda ax: _recomposition(ax, results),
     }
     if not results["datasets"]:
-        return
-    save_panels(panels, out_dir, grid=(2, 4), summary_size=(22, 9.5), panel_size=(6.4, 4.4),
-                summary_dpi=100)
+        return []
+    return save_panels(panels, out_dir, grid=(2, 4), summary_size=(22, 9.5),
+                       panel_size=(6.4, 4.4), summary_dpi=100)
+
+
+def draw(workdir: str) -> list[str]:
+    """Draw the figures of the finished run in ``workdir`` (its ``results.json``) into
+    ``workdir/figures``; return the paths. ``python -m experiments.figures --workdir=DIR``."""
+    from gbi_jax.workdir import Workdir, from_jsonable
+
+    wd = Workdir(workdir)
+    results = wd.read_results()
+    if results is None:
+        raise FileNotFoundError(f"{wd.file('results.json')} does not exist.")
+    return make_all(_in_config_order(from_jsonable(results), wd), wd.figures_dir)
+
+
+def _in_config_order(results: dict, wd) -> dict:
+    """Datasets and OOD pairs in the config's order (a results.json written with sorted
+    keys lists them alphabetically); a no-op on a results.json in the run's own order."""
+    if not os.path.exists(wd.file("config.json")):
+        return results
+    with open(wd.file("config.json")) as f:
+        config = json.load(f)
+    for key, order in (("datasets", config["datasets"]), ("ood", config["ood"]["pairs"])):
+        results[key] = {k: results[key][k] for k in sorted(
+            results[key], key=lambda k: order.index(k) if k in order else len(order))}
+    return results
