@@ -17,6 +17,15 @@ import time
 from typing import Any, Callable, Optional
 
 
+
+def define_run_flags(quick_help: str, out_default: Optional[str], out_help: str):
+    """``--quick`` and ``--out``, the two flags every benchmark has: a short run that prints
+    only, and the Markdown file a full run writes (``''`` disables). Returns both holders."""
+    from absl import flags
+
+    return (flags.DEFINE_bool("quick", False, quick_help),
+            flags.DEFINE_string("out", out_default, out_help))
+
 def median_time(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time (seconds) of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
     if repeats < 1:

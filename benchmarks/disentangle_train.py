@@ -40,14 +40,14 @@ from absl import app, flags
 
 from benchmarks import common
 
-_QUICK = flags.DEFINE_bool("quick", False, "Short run, print only.")
+_QUICK, _OUT = common.define_run_flags(
+    "Short run, print only.", "docs/disentangle/BENCHMARK.md",
+    "Markdown results file (full runs only; '' disables).")
 _MEMBERS = flags.DEFINE_integer("members", 26, "Networks vmapped (gbi_jax).")
 _DEVICES = flags.DEFINE_integer("devices", None, "Host devices for JAX (default: usable cores).")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps per timed call (default: 400; "
                               "100 with --quick).")
 _REPEATS = flags.DEFINE_integer("repeats", None, "Timed rounds (default: 5; 2 with --quick).")
-_OUT = flags.DEFINE_string("out", "docs/disentangle/BENCHMARK.md", "Markdown results file "
-                           "(full runs only; '' disables).")
 _TOP = flags.DEFINE_integer("top", 30, "Ops listed by --profile.")
 _MEMBER_BLOCK = flags.DEFINE_integer(
     "member_block", None, "Networks per cache block and device (default: the Fig. 1 config's "

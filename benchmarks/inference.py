@@ -80,6 +80,8 @@ from typing import Sequence
 
 from absl import app, flags
 
+from benchmarks import common
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SIZES = flags.DEFINE_string("sizes", "100,1000,10000", "Comma-separated numbers of latents N.")
@@ -108,13 +110,10 @@ _NO_GEMM = flags.DEFINE_bool(
 _SHOW_DOTS = flags.DEFINE_bool(
     "show_dots", False, "Print the dot ops of the compiled (a) program at the largest N.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and targets.")
-_QUICK = flags.DEFINE_bool(
-    "quick", False, "Short run: sizes 100,1000, 3 repeats, 5 per-example latents, 1024 peak "
-    "matmul.")
-_OUT = flags.DEFINE_string(
-    "out", None, "Markdown results file; default benchmarks/RESULTS.md for a full run, none "
-    "for --quick; '' disables.")
-
+_QUICK, _OUT = common.define_run_flags(
+    "Short run: sizes 100,1000, 3 repeats, 5 per-example latents, 1024 peak matmul.", None,
+    "Markdown results file; default benchmarks/RESULTS.md for a full run, none for --quick; "
+    "'' disables.")
 
 def settings_from_flags():
     """The `inference_work.Settings` and output path of the flags (``--quick`` applied)."""

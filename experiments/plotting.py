@@ -6,6 +6,31 @@ import os
 from typing import Callable, Mapping
 
 
+def finished_results(workdir: str):
+    """``(Workdir, results)`` of the finished run in ``workdir``, with the ``"nan"`` strings
+    of ``results.json`` read back as floats (what the figures plot).
+
+    Raises:
+      FileNotFoundError: the run has not written ``results.json`` yet.
+    """
+    from gbi_jax.workdir import Workdir, from_jsonable
+
+    wd = Workdir(workdir)
+    results = wd.read_results()
+    if results is None:
+        raise FileNotFoundError(f"{wd.file('results.json')} does not exist.")
+    return wd, from_jsonable(results)
+
+
+def section_or_blank(ax, results: Mapping, key: str):
+    """``results[key]``, or None after blanking ``ax`` when the run has no such section
+    (an analysis switched off in its config)."""
+    section = results.get(key)
+    if section is None:
+        ax.set_axis_off()
+    return section
+
+
 def save_panels(panels: Mapping[str, Callable], out_dir: str, *, grid: tuple[int, int],
                 summary_size: tuple[float, float], panel_size: tuple[float, float],
                 summary_dpi: int = 110, panel_dpi: int = 110) -> list[str]:

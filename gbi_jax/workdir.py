@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+REPORT_FILE = "results.md"
 ARRAYS_FILE = "arrays.npz"
 CHECKPOINT_DIR = "checkpoints"
 FIGURES_DIR = "figures"
@@ -179,6 +180,24 @@ class Workdir:
             return None
         with open(path) as f:
             return json.load(f)
+
+    def write_text(self, name: str, text: str) -> str:
+        """Write ``text`` to ``name`` atomically (a temporary file, then ``os.replace``)."""
+        path = self.file(name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return path
+
+    def finish(self, results: Mapping[str, Any], report: str,
+               draw: Optional[Callable[[str], Any]] = None) -> None:
+        """End a run: ``results.json``, then the figures (``draw(self.path)``, drawn from the
+        workdir alone), then the Markdown report ``results.md``."""
+        self.write_results(results)
+        if draw is not None:
+            draw(self.path)
+        self.write_text(REPORT_FILE, report.strip() + "\n")
 
     # -- arrays -------------------------------------------------------------
     def write_arrays(self, arrays: Mapping[str, Any], name: str = ARRAYS_FILE) -> str:

@@ -157,6 +157,26 @@ def _figure(c, name):
     return c
 
 
+SMOKE_OVERRIDES = {  # the smoke variants' training and evaluation (seconds on 2 CPU cores)
+    "train.steps": 30,
+    "train.transformer_steps": 30,
+    "train.chunk_size": 10,
+    "train.log_every": 10,
+    "train.checkpoint_every": 1,
+    "model.hidden": 16,
+    "eval.decoder": "ridge",  # Adam loops cost compile time; the paper configs use Adam
+    "eval.decoder_steps": (20, 20, 20),
+    "eval.fits": 2,
+    "eval.pool_trials": 64,
+    "eval.test_trials": 32,
+    "eval.accuracy_trials": 64,
+    "eval.bayes": False,
+    "attractor.trials": 4,
+    "attractor.inits": 8,
+    "attractor.iterations": 50,
+}
+
+
 def _smoke(c):
     """Seconds on 2 CPU cores: 2 seeds, a few steps, tiny evaluation."""
     c.seeds = (0, 1)
@@ -169,22 +189,7 @@ def _smoke(c):
         g.dims = (2, 4)
     if c.figure == "fig5":
         g.stim_steps = (5, 10)
-    c.train.steps = 30
-    c.train.transformer_steps = 30
-    c.train.chunk_size = 10
-    c.train.log_every = 10
-    c.train.checkpoint_every = 1
-    c.model.hidden = 16
-    c.eval.decoder = "ridge"  # Adam loops cost compile time; the paper configs use Adam
-    c.eval.decoder_steps = (20, 20, 20)
-    c.eval.fits = 2
-    c.eval.pool_trials = 64
-    c.eval.test_trials = 32
-    c.eval.accuracy_trials = 64
-    c.eval.bayes = False
-    c.attractor.trials = 4
-    c.attractor.inits = 8
-    c.attractor.iterations = 50
+    c.update_from_flattened_dict(SMOKE_OVERRIDES)
     return c
 
 

@@ -200,13 +200,9 @@ def _attractor(plt, a, path):
 def draw(workdir: str) -> list[str]:
     """Draw the figure of the finished run in ``workdir`` (its ``results.json``) into
     ``workdir/figures``; return the paths. ``python -m experiments.figures --workdir=DIR``."""
-    from gbi_jax.workdir import Workdir, from_jsonable
+    from experiments.plotting import finished_results
 
-    wd = Workdir(workdir)
-    results = wd.read_results()
-    if results is None:
-        raise FileNotFoundError(f"{wd.file('results.json')} does not exist.")
-    results = from_jsonable(results)  # "nan" (e.g. bayes_accuracy not computed) -> nan
+    wd, results = finished_results(workdir)
     paths = [make_figure(results, wd.figures_dir)]
     if results["figure"] == "fig1":
         paths.append(os.path.join(wd.figures_dir, "fig1_accuracy.png"))

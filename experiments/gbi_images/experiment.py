@@ -577,13 +577,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         results["recomposition"] = recomposition(config, wd)
     results["wall_time_s"] = time.time() - t_start
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].platform}"
-    wd.write_results(results)
-    if config.figures:
-        from experiments.gbi_images import figures
-        figures.draw(wd.path)
+    from experiments.gbi_images import figures
+
     table = format_table(results)
-    with open(wd.file("results.md"), "w") as f:
-        f.write(table.strip() + "\n")
+    wd.finish(results, table, figures.draw if config.figures else None)
     print(table)
     return results
 
@@ -621,24 +618,30 @@ def format_table(results: dict) -> str:
         row("deep ensemble (5 CE classifiers)", lambda r: _pct(r["accuracy"]["ensemble"]), "-")
         row("one-step GBI / CE", lambda r: f"{r['accuracy']['gbi_over_ce']:.3f}", "0.935")
         row("chance", lambda r: _pct(r["accuracy"]["chance"]), "10 %")
-        lines += ["", "## Cost per image (K = number of classes, same run)", "",
-                  "| dataset | K | one-step GBI (img/s) | exhaustive (img/s) "
-                  "| one-step / exhaustive | faster |", "|---|---|---|---|---|---|"]
-        for d in names:
-            t = ds[d]["throughput"]
-            lines.append(f"| {DATASET_TITLES[d]} | {t['num_classes']} | "
-                         f"{t['one_step_images_per_s']:.0f} | {t['exhaustive_images_per_s']:.0f} | "
-                         f"{t['one_step_over_exhaustive']:.2f} | "
-                         f"{t['winner']} |")
-        lines += ["", "## Calibration of the one-step posterior softmax(-g/alpha)", "",
-                  "| dataset | alpha | ECE | mean confidence | alpha fitted on train | ECE "
-                  "| CE classifier ECE | ensemble ECE |", "|---|---|---|---|---|---|---|---|"]
-        for d in names:
-            c = ds[d]["calibration"]
-            lines.append(f"| {DATASET_TITLES[d]} | {c['fixed']['alpha']:.3g} | "
-                         f"{c['fixed']['ece']:.3f} | {c['fixed']['mean_confidence']:.3f} | "
-                         f"{c['fitted']['alpha']:.3g} | {c['fitted']['ece']:.3f} | "
-                         f"{c['ce_classifier_ece']:.3f} | {c['ensemble_ece']:.3f} |")
+        def per_dataset(title, header, cells):  # one row per dataset
+            lines.extend(["", f"## {title}", "", "| dataset | " + " | ".join(header) + " |",
+                          "|---" * (len(header) + 1) + "|"])
+            lines.extend(f"| {DATASET_TITLES[d]} | " + " | ".join(cells(ds[d])) + " |"
+                         for d in names)
+
+        per_dataset("Cost per image (K = number of classes, same run)",
+                    ["K", "one-step GBI (img/s)", "exhaustive (img/s)", "one-step / exhaustive",
+                     "faster"],
+                    lambda r: [str(r["throughput"]["num_classes"]),
+                               f"{r['throughput']['one_step_images_per_s']:.0f}",
+                               f"{r['throughput']['exhaustive_images_per_s']:.0f}",
+                               f"{r['throughput']['one_step_over_exhaustive']:.2f}",
+                               str(r["throughput"]["winner"])])
+        per_dataset("Calibration of the one-step posterior softmax(-g/alpha)",
+                    ["alpha", "ECE", "mean confidence", "alpha fitted on train", "ECE",
+                     "CE classifier ECE", "ensemble ECE"],
+                    lambda r: [f"{r['calibration']['fixed']['alpha']:.3g}",
+                               f"{r['calibration']['fixed']['ece']:.3f}",
+                               f"{r['calibration']['fixed']['mean_confidence']:.3f}",
+                               f"{r['calibration']['fitted']['alpha']:.3g}",
+                               f"{r['calibration']['fitted']['ece']:.3f}",
+                               f"{r['calibration']['ce_classifier_ece']:.3f}",
+                               f"{r['calibration']['ensemble_ece']:.3f}"])
     if results["ood"]:
         pairs = list(results["ood"])
         titles = [[DATASET_TITLES[d] for d in p.split(":")] for p in pairs]

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.plotting import save_panels  # noqa: E402
+from experiments.plotting import save_panels, section_or_blank  # noqa: E402
 
 TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "cifar100": "CIFAR-100"}
 OOD_LABELS = {"loss": "GBI loss", "max_score": "GBI max -dL/dz", "grad_norm": "GBI |dL/dz|",
@@ -110,9 +110,8 @@ def _ood(ax, results):
 
 
 def _recomposition(ax, results):
-    r = results.get("recomposition")
+    r = section_or_blank(ax, results, "recomposition")
     if r is None:
-        ax.set_axis_off()
         return
     c = np.asarray(r["loss_curve"])
     ax.plot(np.arange(len(c)), c, label="optimised z (held-out class)")
@@ -147,13 +146,10 @@ def make_all(results, out_dir) -> list[str]:
 def draw(workdir: str) -> list[str]:
     """Draw the figures of the finished run in ``workdir`` (its ``results.json``) into
     ``workdir/figures``; return the paths. ``python -m experiments.figures --workdir=DIR``."""
-    from gbi_jax.workdir import Workdir, from_jsonable
+    from experiments.plotting import finished_results
 
-    wd = Workdir(workdir)
-    results = wd.read_results()
-    if results is None:
-        raise FileNotFoundError(f"{wd.file('results.json')} does not exist.")
-    return make_all(_in_config_order(from_jsonable(results), wd), wd.figures_dir)
+    wd, results = finished_results(workdir)
+    return make_all(_in_config_order(results, wd), wd.figures_dir)
 
 
 def _in_config_order(results: dict, wd) -> dict:

@@ -535,14 +535,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         results["recomposition"] = recomposition(config, wd)
     results["wall_time_s"] = time.time() - t_start
     results["per_seed"] = per_seed_view(results, tr.seeds)
-    wd.write_results(results)
+    from experiments.gbi_toy import figures
+
     wd.write_arrays(figure_arrays(tr, test, observer, scores, probs))
-    if config.figures:
-        from experiments.gbi_toy import figures
-        figures.draw(wd.path)
     table = format_table(results)
-    with open(wd.file("results.md"), "w") as f:
-        f.write(table.strip() + "\n")
+    wd.finish(results, table, figures.draw if config.figures else None)
     print(table)
     return results
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.plotting import save_panels
+from experiments.plotting import save_panels, section_or_blank
 from gbi_jax.workdir import Workdir, from_jsonable
 
 COLORS = {"gbi": "tab:blue", "baseline": "tab:orange", "shuffled": "tab:gray"}
@@ -81,9 +81,8 @@ def _online(ax, results, arrays):
 
 
 def _recomposition(ax, results):
-    r = results.get("recomposition")
+    r = section_or_blank(ax, results, "recomposition")
     if r is None:
-        ax.set_axis_off()
         return
     for arm in ("gbi", "baseline"):
         c = np.asarray(r[arm]["loss_curve_mean"])

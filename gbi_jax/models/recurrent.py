@@ -133,22 +133,33 @@ class RNNCell(nn.Module):
         return jnp.zeros(tuple(batch_shape) + (self.hidden,))
 
 
-class LSTMCell(nn.Module):
-    """torch.nn.LSTM cell: gates ``i, f, g, o``; carry ``(c, h)``."""
+class _GatedCell(nn.Module):
+    """Fields, checks and the two gate projections shared by :class:`LSTMCell` and
+    :class:`GRUCell` (``gates`` gate blocks of width ``hidden``)."""
 
     hidden: int
     weight_init: str = "torch"
 
     def __post_init__(self):
-        _check_cell("LSTMCell", self.hidden, self.weight_init)
+        _check_cell(type(self).__name__, self.hidden, self.weight_init)
         super().__post_init__()
+
+    def _projections(self, gates: int, u, h):
+        """``(W_i u + b_i, W_h h + b_h)``, each ``[..., gates * hidden]`` (called inside
+        the cell's compact ``__call__``; submodules ``input`` and ``recurrent``)."""
+        width = gates * self.hidden
+        return (_Layer(width, self.hidden, self.weight_init, False, name="input")(u),
+                _Layer(width, self.hidden, self.weight_init, True, name="recurrent")(h))
+
+
+class LSTMCell(_GatedCell):
+    """torch.nn.LSTM cell: gates ``i, f, g, o``; carry ``(c, h)``."""
 
     @nn.compact
     def __call__(self, carry, u):
         c, h = carry
-        gates = (_Layer(4 * self.hidden, self.hidden, self.weight_init, False, name="input")(u)
-                 + _Layer(4 * self.hidden, self.hidden, self.weight_init, True,
-                          name="recurrent")(h))
+        gi, gh = self._projections(4, u, h)
+        gates = gi + gh
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
@@ -159,20 +170,12 @@ class LSTMCell(nn.Module):
         return (z, z)
 
 
-class GRUCell(nn.Module):
+class GRUCell(_GatedCell):
     """torch.nn.GRU cell: ``n = tanh(W_in u + b_in + r * (W_hn h + b_hn))``."""
-
-    hidden: int
-    weight_init: str = "torch"
-
-    def __post_init__(self):
-        _check_cell("GRUCell", self.hidden, self.weight_init)
-        super().__post_init__()
 
     @nn.compact
     def __call__(self, h, u):
-        gi = _Layer(3 * self.hidden, self.hidden, self.weight_init, False, name="input")(u)
-        gh = _Layer(3 * self.hidden, self.hidden, self.weight_init, True, name="recurrent")(h)
+        gi, gh = self._projections(3, u, h)
         ir, iz, in_ = jnp.split(gi, 3, axis=-1)
         hr, hz, hn = jnp.split(gh, 3, axis=-1)
         r = jax.nn.sigmoid(ir + hr)
