@@ -24,7 +24,7 @@ from benchmarks import common
 from experiments.disentangle.experiment import make_loss_fn
 from experiments.disentangle.networks import Network
 from gbi_jax import training
-from gbi_jax.tasks import EvidenceTask, stack_instances
+from gbi_jax.tasks import EvidenceTask, line_angles, stack_instances
 
 B, N, H = 16, 24, 64  # batch, tasks (outputs), hidden units
 
@@ -120,8 +120,7 @@ def torch_runner(steps: int, threads: int):
     net = Net()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     criterion = tnn.BCELoss()
-    phi = (torch.arange(N) + 0.5) * torch.pi / N
-    tan = torch.tan(phi)
+    tan = torch.tan(torch.as_tensor(line_angles(N), dtype=torch.float32))
 
     def batch():
         x = torch.rand(B, 2) - 0.5

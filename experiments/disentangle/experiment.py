@@ -35,7 +35,7 @@ from absl import logging
 
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
-from experiments.disentangle.networks import ARCHITECTURES, Network
+from experiments.disentangle.networks import Network
 from gbi_jax import losses, training
 from gbi_jax.analysis import dynamics, theory
 from gbi_jax.tasks import EvidenceTask, stack_instances
@@ -58,6 +58,12 @@ _CLASS_FIELDS = {
     "EvidenceTask.encoder_out": "task.encoder_out", "EvidenceTask.bound": "task.bound",
     "TaskInstance.num_tasks": "grid.n_tasks", "TaskInstance.sigma": "grid.sigmas",
     "TaskInstance.rho": "grid.rhos", "TaskInstance.encoder": "grid.encoders",
+    "Network.core": "grid.cores", "Network.rnn_input_init": "model.rnn_input_init",
+    "FastRNN.hidden": "model.hidden", "FastRNN.alpha": "model.alpha",
+    "CausalTransformer.width": "model.hidden", "CausalTransformer.heads": "model.transformer_heads",
+    "CausalTransformer.layers": "model.transformer_layers",
+    "CausalTransformer.mlp": "model.transformer_mlp",
+    "CausalTransformer.dropout": "model.transformer_dropout",
 }
 
 
@@ -80,22 +86,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for axis in ("cores", "n_tasks", "sigmas", "rhos", "encoders", "dims", "stim_steps",
                  "free_rt", "boundaries"):
         need(len(g[axis]) >= 1, f"grid.{axis}", "needs at least one value")
-    need(all(c in ARCHITECTURES for c in g.cores), "grid.cores",
-         f"values must be in {ARCHITECTURES}, got {tuple(g.cores)}")
     # The protocol's own rules (the task class itself allows sigma = 0 and D = 1).
     need(all(s > 0 for s in g.sigmas), "grid.sigmas",
          f"values must be > 0 (the task needs noise), got {tuple(g.sigmas)}")
     need(all(int(d) == d and d >= 2 for d in g.dims), "grid.dims",
          f"values must be integers >= 2 (decoder angles need two latents), got {tuple(g.dims)}")
-    need(config.model.hidden >= 1, "model.hidden", f"must be >= 1, got {config.model.hidden}")
-    need(0 < config.model.alpha <= 1, "model.alpha", f"must be in (0, 1], got {config.model.alpha}")
-    need(config.model.rnn_input_init in ("fan_in", "hidden"), "model.rnn_input_init",
-         "must be 'fan_in' or 'hidden'")
-    if "transformer" in g.cores:
-        need(config.model.hidden % config.model.transformer_heads == 0,
-             "model.transformer_heads", "must divide model.hidden")
-        need(0 <= config.model.transformer_dropout < 1, "model.transformer_dropout",
-             "must be in [0, 1)")
     tr = config.train
     need(tr.steps >= 1 and tr.transformer_steps >= 1, "train.steps", "must be >= 1")
     need(tr.batch_size >= 1, "train.batch_size", f"must be >= 1, got {tr.batch_size}")
@@ -121,8 +116,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.figure == "fig4":
         need("rnn" in g.cores or "noleak" in g.cores, "grid.cores",
              "fig4 (attractor) needs an RNN core")
-    # The task and every network's task instance check their own fields.
+    # The networks, the task and every network's task instance check their own fields.
     with renamed(_CLASS_FIELDS, prefix="config."):
+        for core in g.cores:
+            network_from(config, core, input_size=1, out_features=max(g.n_tasks))
         encoders = tuple(sorted(set(g.encoders)))
         for dim, t, free, bnd in itertools.product(g.dims, g.stim_steps, g.free_rt,
                                                    g.boundaries):
@@ -189,18 +186,24 @@ def task_from(config, *, dim, stim_steps, free_rt, boundary, max_tasks, encoders
                         boundary=boundary, bound=config.task.bound, encoders=encoders)
 
 
+def network_from(config, core: str, *, input_size: int, out_features: int) -> Network:
+    """The network of architecture ``core`` that ``config.model`` describes."""
+    mc = config.model
+    return Network(core=core, input_size=input_size, out_features=out_features,
+                   hidden=mc.hidden, alpha=mc.alpha, rnn_input_init=mc.rnn_input_init,
+                   custom_grad=mc.custom_grad,
+                   transformer=(("layers", mc.transformer_layers), ("heads", mc.transformer_heads),
+                                ("mlp", mc.transformer_mlp), ("dropout", mc.transformer_dropout)))
+
+
 def build(config, members: list[Member]):
     """Task, network and stacked task instances of one group."""
     m0 = members[0]
     task = task_from(config, dim=m0.dim, stim_steps=m0.stim_steps, free_rt=m0.free_rt,
                      boundary=m0.boundary, max_tasks=max(m.n_tasks for m in members),
                      encoders=tuple(sorted({m.encoder for m in members})))
-    mc = config.model
-    net = Network(core=m0.core, input_size=task.input_size, out_features=task.max_tasks,
-                  hidden=mc.hidden, alpha=mc.alpha, rnn_input_init=mc.rnn_input_init,
-                  custom_grad=mc.custom_grad,
-                  transformer=(("layers", mc.transformer_layers), ("heads", mc.transformer_heads),
-                               ("mlp", mc.transformer_mlp), ("dropout", mc.transformer_dropout)))
+    net = network_from(config, m0.core, input_size=task.input_size,
+                       out_features=task.max_tasks)
     # The encoder (and D > 2 normals) of a network depend only on its seed and
     # condition, not on the model: paired comparisons across architectures.
     insts = [task.instance((m.seed, 1000 + m.n_tasks),

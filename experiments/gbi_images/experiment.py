@@ -39,7 +39,8 @@ from experiments.gbi_images.config import DATASETS
 from gbi_jax import data as gdata
 from gbi_jax import inference, training
 from gbi_jax.analysis import metrics as M
-from gbi_jax.models import Z_INJECTIONS, Classifier, ConditionalAutoencoder
+from gbi_jax.models import Classifier, ConditionalAutoencoder
+from gbi_jax.validation import renamed
 from gbi_jax.workdir import Workdir
 
 PAPER = {
@@ -60,8 +61,14 @@ OOD_ORIENTATION = {"loss": 1, "max_score": -1, "grad_norm": -1, "posterior_entro
 # ---------------------------------------------------------------------------
 # Config checks.
 # ---------------------------------------------------------------------------
+# Model fields -> the config fields that set them (for error messages).
+_CLASS_FIELDS = {"ConditionalAutoencoder.": "model.", "Classifier.features": "model.features",
+                 "Classifier.hidden": "classifier.hidden"}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the first bad field."""
+    """Raise ValueError naming the first bad field (cross-field rules here; the models
+    check their own fields)."""
 
     def need(cond, field, msg):
         if not cond:
@@ -75,12 +82,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"must be one of {gdata.NORMALIZATIONS}, got {config.data.normalization!r}")
     need(config.data.max_train >= 0 and config.data.max_test >= 0, "data.max_train",
          "max_train / max_test must be >= 0 (0 = all)")
-    need(config.model.z_injection in Z_INJECTIONS, "model.z_injection",
-         f"must be one of {Z_INJECTIONS}, got {config.model.z_injection!r}")
-    need(config.model.bottleneck >= 1, "model.bottleneck", "must be >= 1")
-    need(config.model.image_noise >= 0, "model.image_noise", "must be >= 0")
-    need(len(config.model.features) >= 1 and all(f >= 1 for f in config.model.features),
-         "model.features", "needs at least one positive channel count")
+    # The models check their own fields (the image size is checked per dataset).
+    with renamed(_CLASS_FIELDS, prefix="config."):
+        side = 2 ** len(config.model.features)
+        autoencoder_from(config, (side, side, 1))
+        classifier_from(config, num_classes=2)
     need(config.classifier.members >= 1, "classifier.members", "must be >= 1")
     need(config.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(config.train.lr > 0, "train.lr", "must be > 0")

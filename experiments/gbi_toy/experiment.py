@@ -48,6 +48,7 @@ from gbi_jax.analysis import ideal_observer as io
 from gbi_jax.analysis import metrics as M
 from gbi_jax.models import RecurrentNetwork
 from gbi_jax.tasks import SwitchingGaussianTask, compositional_code
+from gbi_jax.validation import renamed
 from gbi_jax.workdir import Workdir
 
 EXPERIMENT = "gbi_toy"  # results.json["experiment"]: experiments.figures finds the drawer
@@ -76,7 +77,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.train.passes >= 1, "train.passes", f"must be >= 1, got {config.train.passes}")
     need(config.train.chunk_size >= 1, "train.chunk_size", "must be >= 1")
     need(config.train.log_every >= 1, "train.log_every", "must be >= 1")
-    need(config.model.hidden >= 1, "model.hidden", f"must be >= 1, got {config.model.hidden}")
     need(config.eval.test_blocks >= 1, "eval.test_blocks", "must be >= 1")
     need(config.eval.forgetting_steps >= 1, "eval.forgetting_steps", "must be >= 1")
     need(config.latent.steps >= 0, "latent.steps", f"must be >= 0, got {config.latent.steps}")
@@ -103,8 +103,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(r.test_length > config.train.window, "recomposition.test_length",
              "must exceed train.window")
     need(0 < config.modularity.threshold < 1, "modularity.threshold", "must be in (0, 1)")
-    # Let the task class check its own fields (it names them).
-    task_from(config.task)
+    # The task and the model check their own fields (renamed to the config's).
+    with renamed({"SwitchingGaussianTask.": "task.", "RecurrentNetwork.": "model."},
+                 prefix="config."):
+        task_from(config.task)
+        model_from(config, out_features=1)
 
 
 def task_from(tc, **overrides) -> SwitchingGaussianTask:
