@@ -201,3 +201,21 @@ def test_cli_run_writes_results_and_reports_skipped_dataset(tmp_path):
         res = json.load(f)
     assert "tfds build cifar100" in res["skipped"]["cifar100"]
     assert os.path.exists(wd / "config.json") and "CIFAR-100 skipped" in out.stdout
+
+
+def test_cli_runs_on_what_is_present_when_fashion_is_missing(tmp_path):
+    """Fashion-MNIST absent and listed in skip_missing: MNIST trains, the MNIST -> Fashion
+    OOD pair is left out, and results.json / results.md say Fashion was skipped and how
+    to get it (exit 0)."""
+    wd = tmp_path / "wd"
+    out = _cli(str(wd), {"data.data_dir": str(tmp_path / "tfds"),
+                         "data.fashion_idx_dir": str(tmp_path / "no_such_dir")},
+               "--config.skip_missing=('fashion',)", "--config.ood.pairs=('mnist:fashion',)",
+               "--config.recomposition.enabled=False", "--config.figures=False")
+    with open(wd / "results.json") as f:
+        res = json.load(f)
+    assert list(res["datasets"]) == ["mnist"] and res["ood"] == {}
+    assert "apt-get install dataset-fashion-mnist" in res["skipped"]["fashion"]
+    with open(wd / "results.md") as f:
+        assert "Fashion-MNIST skipped" in f.read()
+    assert "Traceback" not in out.stderr

@@ -569,9 +569,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         artefacts[dataset] = art
     for pair in config.ood.pairs:
         d_in, d_out = pair.split(":")
-        if d_in not in artefacts:
+        if d_in not in artefacts:  # its dataset was skipped (reported above)
             continue
-        out_test = load_split(config, d_out, "test")
+        try:
+            out_test = load_split(config, d_out, "test")
+        except gdata.DatasetNotFoundError as e:
+            if d_out not in config.skip_missing:
+                raise
+            logging.warning("skipping OOD pair %s: %s", pair, e)
+            results["skipped"].setdefault(d_out, str(e))
+            continue
         models = artefacts[d_in]
         if out_test.images.shape[1:] != models["test"].images.shape[1:]:
             raise ValueError(f"config.ood.pairs: {pair!r} pairs images of different shapes.")
