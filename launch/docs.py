@@ -315,9 +315,6 @@ def inventory() -> list[Artefact | External]:
                  (_reevaluated("fig1_adam10k",
                                "--config.eval.decoder_steps=(10000,10000,10000)"),),
                  disentangle_tables(("table.csv", "table_adam10k.csv"))),
-        External((f"{f1}/table_local_adam.csv",),
-                 "an earlier decoder evaluation (decoders trained on the three training "
-                 "quadrants only) that no command runs any more; kept as committed"),
         Artefact((f"{f4}/attractor.json",), (fig4,), attractor_summary),
         Artefact((f"{f4}/table.md",), (fig4,), disentangle_tables(("table.md", "table.md"))),
         Artefact((f"{f4}/fig4.png",), (fig4,), figures("fig4.png")),
