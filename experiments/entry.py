@@ -1,13 +1,29 @@
 """The shared absl entry point of every experiment; each ``main.py`` is one call to :func:`main`.
 
     python -m experiments.<name>.main --config=experiments/<name>/config.py[:variant] \
-        --workdir=DIR [--config.a.b=value ...]
+        --workdir=DIR [--config.a.b=value ...] [--config_override_ok=train.lr,...] [--verbose]
 
 ``--config`` is an ml_collections config file (``path.py[:variant]``, locked; any field
-can be overridden as ``--config.a.b=value``) and ``--workdir`` the run's directory;
-the experiment module's ``run(config, workdir)`` does the rest. Errors a user can fix
-(a workdir made by another config, a diverged run, a missing dataset) end the run with
-the message and exit status 2 instead of a traceback.
+can be overridden as ``--config.a.b=value``) and ``--workdir`` the run's directory.
+The run goes: parse the flags, check the config (the experiment module's
+``validate(config)``), take the workdir's lock (a second process on the same workdir
+is refused, naming the PID of the one running), then the experiment module's
+``run(config, workdir, override_ok=...)`` (which finds its data before it claims the
+workdir). Nothing is written to the workdir before the config has been checked.
+
+Errors a user can fix end the run with exit status 2 and one message on stderr,
+``error: <what>.`` followed by what to change, with no traceback: a bad or unknown
+``--config.*`` field, a config file or variant that does not exist, a config that
+fails validation, a missing dataset, a workdir made by another config, a workdir in
+use by another process, a damaged workdir file, a diverged run. ``--verbose`` (or
+``--debug``) shows the Python traceback as well. Any other exception is a bug and
+shows its traceback.
+
+``--config_override_ok=field,...`` resumes a workdir with fields that differ from the
+config it was made with, on purpose (e.g. ``train.lr`` after a diverged run); each
+change is recorded in the workdir's ``history.jsonl``. Fields every experiment
+ignores anyway (data directories, ``figures``, ``runtime.*``) are listed in its
+config's docstring.
 
 Host devices: before JAX is imported, :func:`main` can ask XLA to split the CPU into
 several host devices (``training.fit`` then shards the vmapped networks over them, one
@@ -21,9 +37,11 @@ one device, ``"auto"`` = one per usable core, or a count). The environment overr
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
-from typing import Callable, Mapping, Optional, Sequence, Union
+import traceback
+from typing import Callable, Mapping, NoReturn, Optional, Sequence, Union
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -35,6 +53,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to the config file, optionally with a variant: config.py:smoke.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this run's outputs.")
+_OVERRIDE_OK = flags.DEFINE_list(
+    "config_override_ok", [],
+    "Config fields (dotted, comma-separated, e.g. train.lr) that may differ from the config "
+    "the workdir was made with; the run resumes with the new values and records each change "
+    "in the workdir's history.jsonl.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the Python traceback of a user error (bad config, missing data, "
+    "workdir conflict, ...) as well as its message.")
+flags.DEFINE_alias("debug", "verbose")
 flags.mark_flags_as_required(["config", "workdir"])
 
 HostDevices = Union[int, str, None]
@@ -93,46 +120,209 @@ def request_host_devices(host_devices: HostDevices,
 
 def user_errors() -> dict[type, str]:
     """Exception types a user can fix -> the heading printed above their message."""
+    from gbi_jax import workdir as workdir_lib
     from gbi_jax.data import DatasetNotFoundError
     from gbi_jax.training import NonFiniteLossError
-    from gbi_jax.workdir import WorkdirConflictError
+    from gbi_jax.validation import FieldError
 
-    return {WorkdirConflictError: "workdir conflict", NonFiniteLossError: "training diverged",
-            DatasetNotFoundError: "missing dataset"}
+    errors = {FieldError: "invalid config", workdir_lib.WorkdirConflictError: "workdir conflict",
+              NonFiniteLossError: "training diverged", DatasetNotFoundError: "missing dataset"}
+    for name, heading in (("WorkdirLockedError", "workdir in use"),
+                          ("CorruptWorkdirError", "damaged workdir")):
+        if hasattr(workdir_lib, name):
+            errors[getattr(workdir_lib, name)] = heading
+    return errors
+
+
+def user_error_heading(err: BaseException,
+                       errors: Optional[Mapping[type, str]] = None) -> Optional[str]:
+    """The heading of a user error (see :func:`user_errors`), else None (a bug).
+
+    A ``ValueError`` whose message starts with ``config.`` (how every experiment names a
+    bad field) is an invalid config too."""
+    errors = user_errors() if errors is None else errors
+    for kind, heading in errors.items():
+        if isinstance(err, kind):
+            return heading
+    if isinstance(err, ValueError) and str(err).startswith("config."):
+        return "invalid config"
+    return None
+
+
+def fail(heading: str, message: str) -> NoReturn:
+    """Print ``error: <heading>.`` and ``message`` on stderr; exit with status 2."""
+    print(f"error: {heading}.\n{message}".rstrip(), file=sys.stderr)
+    sys.exit(2)
 
 
 def run_cleanly(run: Callable[..., object], config, workdir: str, *,
-                errors: Optional[Mapping[type, str]] = None) -> None:
-    """``run(config, workdir)``; a user error prints ``error: <heading>.`` and its message
-    on stderr and exits with status 2 (no traceback)."""
+                errors: Optional[Mapping[type, str]] = None, verbose: bool = False,
+                **kwargs) -> None:
+    """``run(config, workdir, **kwargs)``; a user error prints ``error: <heading>.`` and
+    its message on stderr and exits with status 2 (no traceback unless ``verbose``)."""
     errors = user_errors() if errors is None else dict(errors)
     try:
-        run(config, workdir)
-    except tuple(errors) as e:
-        heading = next(h for t, h in errors.items() if isinstance(e, t))
-        print(f"error: {heading}.\n{e}", file=sys.stderr)
-        sys.exit(2)
+        run(config, workdir, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+        heading = user_error_heading(e, errors)
+        if heading is None:
+            raise
+        if verbose:
+            traceback.print_exc()
+        fail(heading, str(e))
 
 
-def launch(run: Callable[..., object], *,
+def locked_run(run: Callable[..., object], config, workdir: str, **kwargs) -> None:
+    """``run(config, workdir, **kwargs)`` holding the workdir's lock (``Workdir.lock``).
+
+    A workdir that did not exist before and holds nothing but the lock file when ``run``
+    fails (it failed before claiming the workdir) is removed again."""
+    from gbi_jax.workdir import LOCK_FILE, Workdir
+
+    wd = Workdir(workdir)
+    existed = os.path.isdir(wd.path)
+    try:
+        with wd.lock():
+            run(config, workdir, **kwargs)
+    except BaseException:
+        if not existed and os.path.isdir(wd.path):
+            left = os.listdir(wd.path)
+            if left in ([], [LOCK_FILE]):
+                for name in left:
+                    os.remove(wd.file(name))
+                os.rmdir(wd.path)
+        raise
+
+
+# -- command-line errors ------------------------------------------------------
+def _argv_config_path(argv: Sequence[str]) -> Optional[str]:
+    spec = None
+    for i, arg in enumerate(argv):  # the last --config wins, as in absl
+        if arg.startswith("--config="):
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+    return spec
+
+
+def _config_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``--config.a.b=value`` arguments of ``argv`` (``a.b=value``)."""
+    return [a[len("--config."):] for a in argv if a.startswith("--config.")]
+
+
+def _load_default_config(spec: Optional[str]):
+    """The config of ``path.py[:variant]`` without command-line overrides, or None."""
+    if not spec:
+        return None
+    path, _, variant = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_entry_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(variant) if variant else module.get_config()
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _unknown_field_message(key: str, argv: Sequence[str]) -> str:
+    spec = _argv_config_path(argv)
+    for override in _config_overrides(argv):
+        field = override.split("=", 1)[0]
+        parts = field.split(".")
+        if key in parts:
+            parent = ".".join(parts[:parts.index(key)])
+            config = _load_default_config(spec)
+            node = config
+            for part in parts[:parts.index(key)]:
+                node = node.get(part) if hasattr(node, "get") else None
+            known = sorted(node.keys()) if hasattr(node, "keys") else []
+            where = f"config.{parent}" if parent else "the config"
+            hint = f" Fields of {where}: {', '.join(known)}." if known else ""
+            return (f"--config.{field}: {where} has no field {key!r}; check the spelling "
+                    f"(the fields are defined in {spec.partition(':')[0]}).{hint}")
+    return f"the config has no field {key!r}; check the --config.* overrides."
+
+
+def flag_error_message(err: BaseException, argv: Sequence[str]) -> str:
+    """One clean message for an error raised while parsing the command line."""
+    if isinstance(err, (KeyError, AttributeError)):
+        cause = err.args[0] if err.args else err
+        key = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
+        name, _, suggestion = str(key).strip("'\"").partition("\n")
+        message = _unknown_field_message(name.strip("'\""), argv)
+        return f"{message} {suggestion.strip()}" if suggestion.strip() else message
+    text = str(err)
+    if "Traceback (most recent call last)" in text:  # a config file that raised
+        head = text.splitlines()[0].rstrip(":").rstrip()
+        last = [l for l in text.splitlines() if l.strip()][-1].strip()
+        head = head.replace("Error whilst parsing config file", "").rstrip(": ")
+        text = f"{head}: {last}"
+    return text.replace("flag --", "--", 1) if text.startswith("flag --") else text
+
+
+def _check_config_file(argv: Sequence[str]) -> None:
+    spec = _argv_config_path(argv)
+    if spec is None:
+        return
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        fail("bad command line", f"--config={spec}: no config file {path!r} (a path "
+             f"relative to {os.getcwd()}, e.g. experiments/gbi_toy/config.py:smoke).")
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """``app.run``'s flag parser: a bad command line (unknown flag or ``--config.*``
+    field, a value of the wrong type, a config file or variant that does not exist)
+    exits with status 2 and one message; ``--verbose`` / ``--debug`` adds the traceback."""
+    verbose = any(a in ("--verbose", "--debug", "--verbose=true", "--debug=true")
+                  for a in argv)
+    try:
+        rest = flags.FLAGS(argv)
+    except Exception as e:  # pylint: disable=broad-except
+        if verbose:
+            traceback.print_exc()
+        fail("bad command line", flag_error_message(e, argv))
+    _check_config_file(argv)
+    return rest
+
+
+def launch(run: Union[Callable[..., object], str], *,
+           validate: Optional[Callable[..., object]] = None,
            extra_errors: Optional[Mapping[type, str]] = None) -> None:
-    """``app.run`` an experiment's ``run(config, workdir)`` with the ``--config`` and
-    ``--workdir`` flags; ``extra_errors`` adds to :func:`user_errors`."""
+    """``app.run`` an experiment: check the config with ``validate(config)``, take the
+    workdir lock, then ``run(config, workdir, override_ok=...)``; ``extra_errors`` adds to
+    :func:`user_errors`. ``run`` may be the name of the experiment module instead, imported
+    after the flags are parsed (its ``run`` and ``validate``), so a bad command line is
+    reported before JAX is imported."""
 
     def _main(argv):
         if len(argv) > 1:
-            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+            fail("bad command line", f"unexpected arguments {argv[1:]}; every setting is "
+                 "a --flag (config fields as --config.a.b=value).")
         logging.set_verbosity(logging.INFO)
-        run_cleanly(run, _CONFIG.value, _WORKDIR.value,
-                    errors={**user_errors(), **(extra_errors or {})})
+        run_fn, validate_fn = run, validate
+        if isinstance(run, str):
+            module = importlib.import_module(run)
+            run_fn, validate_fn = module.run, getattr(module, "validate", None)
+        errors = {**user_errors(), **(extra_errors or {})}
+        config, workdir = _CONFIG.value, _WORKDIR.value
+        override_ok = tuple(f.strip() for f in _OVERRIDE_OK.value if f.strip())
 
-    app.run(_main)
+        def checked_run(config, workdir, **kwargs):
+            if validate_fn is not None:
+                validate_fn(config)
+            locked_run(run_fn, config, workdir, **kwargs)
+
+        run_cleanly(checked_run, config, workdir, errors=errors, verbose=_VERBOSE.value,
+                    **({"override_ok": override_ok} if override_ok else {}))
+
+    app.run(_main, flags_parser=parse_flags)
 
 
 def main(experiment: str, *, host_devices: HostDevices = None) -> None:
-    """Run the module ``experiment`` (e.g. ``"experiments.gbi_toy.experiment"``), whose
-    ``run(config, workdir)`` is called, after requesting ``host_devices`` (see the module
-    docstring); the module is imported only after that, so JAX sees the devices."""
+    """Run the module ``experiment`` (e.g. ``"experiments.gbi_toy.experiment"``): its
+    ``validate(config)`` then ``run(config, workdir)``, after requesting ``host_devices``
+    (see the module docstring); the module is imported only after that (and after the
+    flags are parsed), so JAX sees the devices."""
     request_host_devices(host_devices, host_devices_envs(experiment))
-    module = importlib.import_module(experiment)
-    launch(module.run)
+    launch(experiment)

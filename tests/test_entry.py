@@ -107,7 +107,7 @@ def test_cli_workdir_conflict_exits_2_without_traceback(name, tmp_path):
 _PROBE = """
 import runpy, sys
 from absl import app
-def probe(main, argv=None):
+def probe(main, argv=None, **kwargs):
     import jax
     print("DEVICES", jax.device_count())
 app.run = probe

@@ -17,11 +17,21 @@ Details the paper leaves open, and what we chose (each a field here):
   outputs a mean and a log-std) so the std half of the compositional code
   matters; ``recomposition.loss = "mse"`` gives the paper's MSE;
 * shared-unit ratio threshold (see ``experiment.shared_unit_ratio``).
+
+Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (``figures``: whether
+figures are drawn) are never compared; :data:`EVALUATION_FIELDS` (``eval``, ``online``,
+``latent``, ``modularity``: every analysis runs again on each start, with the trained
+networks from the checkpoints) may change, each change recorded in the workdir's
+``history.jsonl``. Any other field (the task, the model, training, recomposition
+training) is a conflict, unless listed in ``--config_override_ok=train.lr,...``.
 """
 
 from __future__ import annotations
 
 import ml_collections
+
+RUNTIME_FIELDS = ("figures",)
+EVALUATION_FIELDS = ("eval", "online", "latent", "modularity")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +51,8 @@ from gbi_jax.tasks import SwitchingGaussianTask, compositional_code
 from gbi_jax.validation import renamed
 from gbi_jax.workdir import Workdir
 
+from experiments.gbi_toy import config as config_lib
+
 EXPERIMENT = "gbi_toy"  # results.json["experiment"]: experiments.figures finds the drawer
 ARMS = ("gbi", "baseline", "shuffled")
 PAPER = {"forgetting_mse": {"gbi": 0.24, "baseline": 0.30}}
@@ -66,7 +68,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not cond:
             raise ValueError(f"config.{field}: {msg}")
 
-    need(len(config.seeds) >= 1, "seeds", "needs at least one seed")
+    seeds = tuple(config.seeds)
+    need(len(seeds) >= 1 and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
+         "seeds", f"must be a non-empty tuple of integers, e.g. (0, 1), got {seeds!r}")
+    need(len(set(seeds)) == len(seeds), "seeds",
+         f"must not repeat a seed (it would train the same network twice), got {seeds!r}")
+    need(isinstance(config.seed, int), "seed", f"must be an integer, got {config.seed!r}")
     need(len(config.arms) >= 1 and all(a in ARMS for a in config.arms), "arms",
          f"must be a non-empty subset of {ARMS}, got {tuple(config.arms)}")
     need(len(config.task.means) >= 2, "task.means", "needs K >= 2 contexts")
@@ -97,6 +104,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
              "means and stds need the same length >= 3")
         need(0 <= r.heldout_context < len(r.means), "recomposition.heldout_context",
              "must index recomposition.means")
+        need(len(r.train_contexts) >= 1, "recomposition.train_contexts",
+             "needs at least one context")
         need(r.heldout_context not in tuple(r.train_contexts), "recomposition.train_contexts",
              "must not contain the held-out context")
         need(r.blocks >= 3, "recomposition.blocks", "must be >= 3")
@@ -517,12 +526,26 @@ def modularity(tr: Trained, test) -> dict:
 # ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        override_ok: Sequence[str] = ()) -> dict[str, Any]:
     """Train, run every analysis, write ``results.json``, ``results.md``, ``arrays.npz``
-    and (``config.figures``) ``figures/``; return the results."""
+    and (``config.figures``) ``figures/``, then the completion marker; return the results.
+
+    The workdir is claimed once the config is valid (the data is generated); a run that
+    fails before it trained anything leaves no claim behind. ``override_ok``: fields that
+    may differ from the workdir's config (see the config module's docstring)."""
     validate(config)
     wd = Workdir(workdir)
-    wd.claim(config, ignore=("figures",))
+    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
+             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
+    try:
+        return _run_claimed(config, wd)
+    except BaseException:
+        wd.release_claim_if_untouched()
+        raise
+
+
+def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     t_start = time.time()
     tr = train_main_task(config, wd)
     test = evaluation_streams(tr)
