@@ -23,6 +23,7 @@ leading member axis, or ``None``) and ``step`` the global step (int32).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -50,6 +51,30 @@ class TrainState:
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss becomes NaN/inf; the last good checkpoint is kept."""
+
+
+class DivergenceError(NonFiniteLossError):
+    """Training diverged: a loss or gradient norm became non-finite or exceeded its bound
+    (``fit(max_loss=..., max_grad_norm=...)``), or the parameters became non-finite.
+
+    ``step`` (1-based, the step whose loss/gradient was bad), ``member`` (index into
+    ``seeds``), ``seed`` and ``checkpoint`` (the step of the checkpoint kept, or None
+    when there is none) say where; the message says the same in words.
+    """
+
+    def __init__(self, message: str, *, step: int, member: int, seed: int,
+                 checkpoint: Optional[int]):
+        super().__init__(message)
+        self.step, self.member, self.seed, self.checkpoint = step, member, seed, checkpoint
+
+
+class CheckpointError(ValueError):
+    """A checkpoint of the workdir cannot be used."""
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """The workdir's checkpoint is intact but holds another model/optimiser (array names,
+    shapes or dtypes differ from what this config builds)."""
 
 
 def init_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
@@ -222,27 +247,104 @@ def _save(manager, step: int, state: TrainState) -> None:
         manager.wait_until_finished()
 
 
-def _restore(manager, abstract: TrainState) -> tuple[int, TrainState]:
+def _leaf_specs(tree: PyTree) -> dict[tuple[str, ...], tuple[tuple[int, ...], str]]:
+    """``{path: (shape, dtype)}`` of a pytree's arrays, paths as plain strings (so the
+    checkpoint's metadata tree, made of dicts and lists, compares with a TrainState)."""
+    def name(k):
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    return {tuple(name(k) for k in path): (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _spec_difference(have: dict, want: dict) -> str:
+    """The first few differences between a checkpoint's and this config's arrays."""
+    out = [f"{'/'.join(p)}: in the checkpoint but not in this model" for p in have
+           if p not in want]
+    out += [f"{'/'.join(p)}: in this model but not in the checkpoint" for p in want
+            if p not in have]
+    out += [f"{'/'.join(p)}: shape/dtype {have[p][0]} {have[p][1]} in the checkpoint, "
+            f"{want[p][0]} {want[p][1]} here" for p in want if p in have and have[p] != want[p]]
+    return "; ".join(out[:3]) + (f"; ... ({len(out)} differences)" if len(out) > 3 else "")
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
+
+
+def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, TrainState]:
+    """``(step, state)`` of the newest intact checkpoint, or ``(0, None)`` if none is left.
+
+    Checkpoints are tried newest first. One whose files cannot be read (truncated or
+    garbled data, unreadable metadata, missing directories) is *corrupt*: it is logged,
+    moved to ``<dir>.corrupt/<step>`` (so that the step can be saved again) and the next
+    older one is tried. One whose arrays differ in name, shape or dtype from this
+    config's model and optimiser is *incompatible*: nothing is moved, and
+    :class:`IncompatibleCheckpointError` names the differences.
+    """
     import orbax.checkpoint as ocp
 
-    step = manager.latest_step()
-    if step is None:
-        return 0, None
+    directory = os.fspath(manager.directory)
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
-    try:
-        with _quiet_orbax():
-            restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # orbax raises several types for a tree mismatch
-        raise ValueError(
-            f"Checkpoint at step {step} in {manager.directory} does not match the model/"
-            f"optimiser of this config ({type(e).__name__}: {str(e)[:300]}). Use a new "
-            "--workdir, or delete the checkpoints to start over.") from None
-    return step, restored
+    want = _leaf_specs(target)
+    corrupt = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        item = os.path.join(directory, str(step), "default")
+        try:
+            with _quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
+                meta = checkpointer.metadata(item)
+            meta = getattr(meta, "item_metadata", meta)
+            have = _leaf_specs(getattr(meta, "tree", meta))
+        except Exception as e:  # orbax raises many types for unreadable files
+            corrupt.append((step, f"its metadata cannot be read ({_short(e)})"))
+            continue
+        if not have:  # orbax only logs when it cannot read the metadata
+            corrupt.append((step, "its metadata is missing or unreadable"))
+            continue
+        if have != want:
+            skipped = "".join(f" (skipped corrupt checkpoint at step {s}: {why})"
+                              for s, why in corrupt)
+            raise IncompatibleCheckpointError(
+                f"[{name}] Checkpoint at step {step} in {directory} does not match the model/"
+                f"optimiser of this config: {_spec_difference(have, want)}.{skipped} The "
+                "config that made it differs in a field that shapes the network. Use a new "
+                "--workdir for this config, or rerun with the config the workdir was made "
+                "with.")
+        try:
+            with _quiet_orbax():
+                restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:  # orbax raises many types for unreadable data
+            corrupt.append((step, f"its data cannot be read ({_short(e)})"))
+            continue
+        _set_aside(directory, corrupt, name)
+        return step, restored
+    _set_aside(directory, corrupt, name)
+    return 0, None
+
+
+def _set_aside(directory: str, corrupt: list[tuple[int, str]], name: str) -> None:
+    """Move corrupt checkpoints to ``<directory>.corrupt/`` (kept for inspection)."""
+    for step, why in corrupt:
+        dest_dir = directory.rstrip("/") + ".corrupt"
+        os.makedirs(dest_dir, exist_ok=True)
+        dest = os.path.join(dest_dir, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(os.path.join(directory, str(step)), dest)
+        logging.warning("[%s] skipped the checkpoint at step %d: it is corrupt, %s; moved it "
+                        "to %s", name, step, why, dest)
 
 
 def _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_block,
-                    seeds: Sequence[int], member_data: PyTree) -> list[int]:
+                    seeds: Sequence[int], member_data: PyTree, max_loss=None,
+                    max_grad_norm=None) -> list[int]:
     """Raise ValueError naming the first bad argument of :func:`fit`; return the int seeds."""
+    for arg, value in (("max_loss", max_loss), ("max_grad_norm", max_grad_norm)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)) or not 0 < value < np.inf):
+            raise ValueError(f"{arg} must be a positive finite number or None, got {value!r}.")
     if int(num_steps) != num_steps or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps}.")
     if chunk_size < 1:
@@ -276,19 +378,25 @@ def _init_states(init_fn: Callable[[jax.Array, PyTree], PyTree], tx: optax.Gradi
 
 
 def _init_or_restore(state: TrainState, workdir: Optional[Workdir],
-                     name: str) -> tuple[TrainState, int, Any]:
-    """``(state, start_step, manager)``: the latest checkpoint of ``workdir/checkpoints/<name>``
-    if there is one (metric rows logged after it are dropped), else ``state`` at step 0."""
+                     name: str) -> tuple[TrainState, int, Any, bool]:
+    """``(state, start_step, manager, restored)``: the newest intact checkpoint of
+    ``workdir/checkpoints/<name>`` if there is one, else ``state`` at step 0. Either way
+    the fit's rows in ``metrics.jsonl`` are reconciled with it (rows past it dropped)."""
     if workdir is None:
-        return state, 0, None
-    manager = _checkpoint_manager(f"{workdir.checkpoint_dir}/{name}")
+        return state, 0, None, False
+    path = f"{workdir.checkpoint_dir}/{name}"
+    manager = _checkpoint_manager(path)
     with _quiet_orbax():
-        start, restored = _restore(manager, state)
+        start, restored = _restore(manager, state, name)
     if restored is not None:
         state = restored
         logging.info("[%s] resumed from checkpoint at step %d", name, start)
-        workdir.truncate_metrics(start, key=f"{name}_step")
-    return state, start, manager
+    manager = _checkpoint_manager(path)  # corrupt steps may have been moved away
+    dropped = workdir.reconcile_metrics(f"{name}_step", start)
+    if dropped:
+        logging.info("[%s] dropped %d metric rows logged after step %d (not checkpointed)",
+                     name, dropped, start)
+    return state, start, manager, restored is not None
 
 
 def _run_chunk(chunk_fn, state: TrainState, member_data: PyTree, keys: jax.Array, limit,
@@ -301,18 +409,70 @@ def _run_chunk(chunk_fn, state: TrainState, member_data: PyTree, keys: jax.Array
     return new_state, metrics
 
 
-def _check_finite(loss: np.ndarray, *, step: int, seeds: Sequence[int], name: str,
-                  last_saved: int, where: str) -> None:
-    """Raise :class:`NonFiniteLossError` naming the first bad step and member of a chunk
-    whose losses ``[M, size]`` start after ``step``."""
-    if np.all(np.isfinite(loss)):
+def _checkpoint_words(last_saved: Optional[int], where: Optional[str]) -> str:
+    if where is None:
+        return "nothing was saved (no workdir)"
+    if last_saved is None:
+        return f"no checkpoint exists yet in {where}; a rerun starts from step 0"
+    return f"the last good checkpoint (step {last_saved}) is kept in {where}"
+
+
+def _check_divergence(metrics: dict[str, np.ndarray], *, step: int, seeds: Sequence[int],
+                      name: str, last_saved: Optional[int], where: Optional[str],
+                      max_loss: Optional[float], max_grad_norm: Optional[float]) -> None:
+    """Raise :class:`DivergenceError` naming the first bad step (and its first member) of a
+    chunk whose metrics ``[M, size]`` start after ``step``: a non-finite loss or gradient
+    norm, or one above ``max_loss`` / ``max_grad_norm``."""
+    checks = [("loss", metrics["loss"], max_loss)]
+    if "grad_norm" in metrics:
+        checks.append(("gradient norm", metrics["grad_norm"], max_grad_norm))
+    bad = np.zeros(metrics["loss"].shape, bool)
+    for _, values, bound in checks:
+        values = np.asarray(values, np.float64)
+        bad |= ~np.isfinite(values) | (values > bound if bound is not None else False)
+    if not bad.any():
         return
-    bad = np.argwhere(~np.isfinite(loss))
-    member, offset = int(bad[0][0]), int(bad[bad[:, 0] == bad[0][0]][:, 1].min())
-    raise NonFiniteLossError(
-        f"[{name}] non-finite loss at step {step + offset + 1} (member {member}, seed "
-        f"{seeds[member]}). Training stopped; the last good checkpoint (step "
-        f"{last_saved}) is kept ({where}). Lower the learning rate or check the data.")
+    offset = int(np.argwhere(bad)[:, 1].min())
+    member = int(np.argmax(bad[:, offset]))
+    what = []
+    for label, values, bound in checks:
+        v = float(values[member, offset])
+        if not np.isfinite(v):
+            what.append(f"non-finite {label} ({v})")
+        elif bound is not None and v > bound:
+            what.append(f"{label} {v:.4g} above the bound {bound:g}")
+    at = step + offset + 1
+    saved = _checkpoint_words(last_saved, where)
+    raise DivergenceError(
+        f"[{name}] training diverged: {' and '.join(what)} at step {at} (member {member}, "
+        f"seed {seeds[member]}). Training stopped; {saved}. Lower the learning rate (resume "
+        "with the changed value allowed, e.g. --config_override_ok=train.lr) or check the "
+        "data.", step=at, member=member, seed=seeds[member], checkpoint=last_saved)
+
+
+@jax.jit
+def _finite_members(params: PyTree) -> jax.Array:
+    """``bool[M]``: every parameter of member m is finite."""
+    leaves = [jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1)
+              for x in jax.tree_util.tree_leaves(params)
+              if jnp.issubdtype(x.dtype, jnp.inexact) and x.size]
+    return jnp.all(jnp.stack(leaves), axis=0) if leaves else jnp.ones((), bool)
+
+
+def _check_params(params: PyTree, *, step: int, seeds: Sequence[int], name: str,
+                  last_saved: Optional[int], where: Optional[str]) -> None:
+    """Refuse to save parameters that are not finite (the last update of a chunk is not
+    covered by any loss of that chunk)."""
+    finite = np.asarray(_finite_members(params))[:len(seeds)]
+    if finite.all():
+        return
+    member = int(np.argmin(finite))
+    raise DivergenceError(
+        f"[{name}] training diverged: non-finite parameters after step {step} (member "
+        f"{member}, seed {seeds[member]}). Training stopped; "
+        f"{_checkpoint_words(last_saved, where)}. Lower the learning rate (resume with the "
+        "changed value allowed, e.g. --config_override_ok=train.lr) or check the data.",
+        step=step, member=member, seed=seeds[member], checkpoint=last_saved)
 
 
 def _log_rows(metrics: dict[str, np.ndarray], step: int,
@@ -356,12 +516,15 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         member_data: PyTree = None, chunk_size: int = 100, workdir: Optional[Workdir] = None,
         checkpoint_every: int = 1, log_every: int = 1, shard: bool = True,
         member_block: Optional[int] = None, on_chunk: Optional[Callable[[int], None]] = None,
-        name: str = "train") -> FitResult:
+        name: str = "train", max_loss: Optional[float] = None,
+        max_grad_norm: Optional[float] = None) -> FitResult:
     """Train ``len(seeds)`` networks together.
 
-    Steps: initialise every member or restore the latest checkpoint; then, chunk by
-    chunk, run ``chunk_size`` steps in one compiled program, check the losses are
-    finite, log the metrics (averaged over ``log_every`` steps) and save a checkpoint.
+    Steps: initialise every member or restore the newest intact checkpoint (and drop
+    the metric rows logged after it); then, chunk by chunk, run ``chunk_size`` steps in
+    one compiled program, check the losses and gradient norms (finite, within
+    ``max_loss`` / ``max_grad_norm``), log the metrics (averaged over ``log_every``
+    steps) and save a checkpoint (only of finite parameters).
 
     Args:
       init_fn: ``(key, data) -> params`` for one member.
@@ -384,18 +547,25 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         used by tests to simulate an interruption.
       name: checkpoint sub-directory and metrics tag, to keep several fits in one
         workdir apart.
+      max_loss: stop when a member's loss exceeds this (None: only non-finite stops).
+      max_grad_norm: stop when a member's gradient norm exceeds this (None: only
+        non-finite stops).
 
     Raises:
       ValueError: bad arguments (each message names the argument).
-      NonFiniteLossError: a loss became NaN/inf; names the step and member. The
-        state of that chunk is discarded, the last checkpoint is kept.
+      DivergenceError: (a :class:`NonFiniteLossError`) a loss or gradient norm became
+        non-finite or exceeded its bound, or the parameters became non-finite; names
+        the step, member and seed and which checkpoint exists. The state of that chunk
+        is discarded and not saved; the last checkpoint is kept.
+      IncompatibleCheckpointError: the workdir's checkpoint holds another model.
+      CorruptWorkdirError: ``metrics.jsonl`` has a garbled line in the middle.
     """
     seeds = _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_block,
-                            seeds, member_data)
+                            seeds, member_data, max_loss, max_grad_norm)
     m = len(seeds)
     keys = member_keys(seeds)
-    state, start, manager = _init_or_restore(_init_states(init_fn, tx, keys, member_data),
-                                             workdir, name)
+    state, start, manager, restored = _init_or_restore(
+        _init_states(init_fn, tx, keys, member_data), workdir, name)
     if start > num_steps:
         raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
 
@@ -409,18 +579,18 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
 
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
                              mesh=member_mesh() if sharded else None)
-    where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else \
-        "no workdir, nothing saved"
+    where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else None
     steps_log, hist = [], {}
-    last_saved = step = start
+    step = start
+    last_saved = start if restored else None
     t0 = time.time()
     chunk_index = 0
     limit = jnp.asarray(num_steps, jnp.int32)
     while step < num_steps:
         size = min(chunk_size, num_steps - step)
         new_state, metrics = _run_chunk(chunk_fn, state, member_data, keys, limit, m, size)
-        _check_finite(metrics["loss"], step=step, seeds=seeds, name=name,
-                      last_saved=last_saved, where=where)
+        _check_divergence(metrics, step=step, seeds=seeds, name=name, last_saved=last_saved,
+                          where=where, max_loss=max_loss, max_grad_norm=max_grad_norm)
         state = new_state
         rows = _log_rows(metrics, step, log_every)
         for row_step, row in rows:
@@ -430,8 +600,12 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         step += size
         chunk_index += 1
         if workdir is not None:
+            save = chunk_index % checkpoint_every == 0 or step == num_steps
+            if save:
+                _check_params(state.params, step=step, seeds=seeds, name=name,
+                              last_saved=last_saved, where=where)
             workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
-            if chunk_index % checkpoint_every == 0 or step == num_steps:
+            if save:
                 _save(manager, step, jax.tree_util.tree_map(lambda a: a[:m], state))
                 last_saved = step
         _log_progress(name, step, num_steps, metrics["loss"],

@@ -1,5 +1,5 @@
-"""gbi_jax.training: determinism, vmap independence, resume, NaN handling, metric rows,
-incompatible checkpoints, sharding over host devices."""
+"""gbi_jax.training: determinism, vmap independence, resume, NaN handling and the divergence
+guard, metric rows, incompatible checkpoints, sharding over host devices."""
 
 import os
 
@@ -123,6 +123,50 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
     assert resumed.resumed_from == 50
 
 
+def test_loss_bound_stops_the_run_and_names_step_member_seed(tmp_path):
+    def blows_up(params, data, key, step):  # member 1 (seed 7) exceeds the bound at step 41
+        loss, aux = loss_fn(params, data, key, step)
+        return jnp.where((step >= 40) & (data[0] == 0.0), 1e6, loss), aux
+
+    wd = Workdir(str(tmp_path))
+    with pytest.raises(training.DivergenceError,
+                       match=r"loss 1e\+06 above the bound 100 at step 41 \(member 1, seed 7\)"
+                             r".*last good checkpoint \(step 25\)") as info:
+        training.fit(init_fn=init_fn, loss_fn=blows_up, tx=optax.adam(0.1), seeds=(3, 7),
+                     member_data=TARGETS[:2], num_steps=100, chunk_size=25, workdir=wd,
+                     max_loss=100.0)
+    e = info.value
+    assert isinstance(e, training.NonFiniteLossError)  # existing handlers still catch it
+    assert (e.step, e.member, e.seed, e.checkpoint) == (41, 1, 7, 25)
+    assert sorted(os.listdir(os.path.join(wd.checkpoint_dir, "train"))) == ["25"]
+    assert max(r["train_step"] for r in wd.read_metrics()) == 25  # the bad chunk is not logged
+
+
+def test_non_finite_gradient_with_finite_loss_stops_before_any_checkpoint(tmp_path):
+    def bad_gradient(params, data, key, step):  # loss unchanged, d/db sqrt(|b - b|) = nan
+        loss, aux = loss_fn(params, data, key, step)
+        b, off = params["b"], jnp.where(step >= 30, 0.0, 1.0)
+        return loss + jnp.sqrt(jnp.abs(b - b) + off) - off, aux
+
+    wd = Workdir(str(tmp_path))
+    with pytest.raises(training.DivergenceError,
+                       match=r"non-finite gradient norm \(nan\) at step 31 \(member 0, seed 0\)"
+                             r".*no checkpoint exists yet") as info:
+        training.fit(init_fn=init_fn, loss_fn=bad_gradient, tx=optax.adam(0.1), seeds=(0, 1),
+                     member_data=TARGETS[:2], num_steps=100, chunk_size=50, workdir=wd)
+    assert info.value.checkpoint is None
+    assert not os.listdir(os.path.join(wd.checkpoint_dir, "train"))
+
+
+def test_non_finite_parameters_are_never_saved(tmp_path):
+    wd = Workdir(str(tmp_path))  # one finite step whose update overflows float32
+    with pytest.raises(training.DivergenceError, match=r"non-finite parameters after step 1 "
+                       r"\(member 0, seed 0\).*no checkpoint exists yet"):
+        training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.sgd(1e38), seeds=(0,),
+                     member_data=TARGETS[:1], num_steps=1, chunk_size=1, workdir=wd)
+    assert not os.listdir(os.path.join(wd.checkpoint_dir, "train"))
+
+
 def test_incompatible_checkpoint_is_refused(tmp_path):
     wd = Workdir(str(tmp_path))
     _fit(workdir=wd, num_steps=50)
@@ -141,6 +185,8 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
     (dict(seeds=()), "seeds"),
     (dict(member_data=jnp.zeros((2, 3))), "member_data"),
     (dict(member_block=0), "member_block"),
+    (dict(max_loss=0.0), "max_loss"),
+    (dict(max_grad_norm=float("inf")), "max_grad_norm"),
 ])
 def test_bad_arguments_name_the_field(kwargs, message):
     args = dict(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1), seeds=(0, 1, 2),
