@@ -29,6 +29,7 @@ from launch.sweep import JobSpec, Overrides, Run, Sweep
 SEED_KEY = "seed"
 SEEDS_KEY = "seeds"
 RESULTS_FILE = "results.json"
+COMPLETE_FILE = "complete.json"  # gbi_jax.workdir.COMPLETE_FILE: written last by a run
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
 PER_SEED_KEY = "per_seed"  # results.json key: list of per-seed dicts aligned with `seeds`

@@ -16,14 +16,20 @@ jobs with ``launch.sweep.product / zipit / sweep / fixed / chain``, e.g.
 Each job runs ``python -m <experiment> --config=<config> --workdir=<root>/<name>
 --config.<key>=<value> ...`` in its own workdir, named from its overrides
 (``latent.lr=0.1,seed=0``) or by its `Run`, with stdout+stderr appended to
-``<workdir>/log.txt``. At most ``--parallel`` jobs run at once (default: the sweep's
+``<workdir>/log.txt``. Before any job starts, every job's config is built and
+validated; if one is invalid (an unknown field, a bad value, a config variant that
+does not exist) nothing runs, each invalid job is listed with the reason and the exit
+status is 2 (``--dry_run`` reports them the same way). At most ``--parallel`` jobs run at once (default: the sweep's
 ``parallel``, else the number of cores; 1 for sweeps whose jobs each use every
 core). ``--root`` defaults to the sweep's ``root``, else
 ``workdirs/sweeps/<sweep file stem>``. Jobs whose
-workdir already holds ``results.json`` are skipped, so rerunning a sweep only runs
-what is missing or failed. A failed job is reported with the tail of its log and
-does not stop the others; the exit status is 1 if any job failed. Ctrl-C or
-SIGTERM stops the running jobs (rerun to continue).
+workdir holds the completion marker ``complete.json`` (written by the experiment after
+its results, report and figures) are skipped, so rerunning a sweep only runs what is
+missing, interrupted or failed. A failed job is reported with the tail of its log and
+does not stop the others; the exit status is 1 if any job failed. Ctrl-C, SIGTERM or
+SIGHUP stops the running jobs (rerun to continue); see `launch.runner` for what
+happens to the jobs when the runner is killed with SIGKILL. A bad command line or
+sweep file ends with status 2 and one message (``--verbose`` adds the traceback).
 
 ``--mode=vmap`` merges jobs that differ only in ``seed`` into one job run with
 ``--config.seeds=(s0, s1, ...)`` (the experiment trains those seeds together with
@@ -41,7 +47,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Sequence
+import sys
+import traceback
+from typing import NoReturn, Sequence
 
 from absl import app, flags
 
@@ -63,25 +71,54 @@ _AGGREGATE = flags.DEFINE_bool(
     "aggregate", None,
     "Write results.csv and summary.md after the run (default: the sweep's aggregate).")
 
+_VERBOSE = flags.DEFINE_bool("verbose", False,
+                             "Show the Python traceback of a bad sweep file as well.")
+
 flags.mark_flag_as_required("sweep")
 
 
-def _exit_on_sigterm(signum, frame):
+def _exit_on_signal(signum, frame):
     del frame
     raise SystemExit(128 + signum)  # unwinds through the runner, which stops its jobs
 
 
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}".rstrip(), file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """A bad command line exits with status 2 and one message."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        if "--verbose" in argv:
+            traceback.print_exc()
+        _fail(f"bad command line. {e}")
+
+
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    sweep = load_sweep(_SWEEP.value)
+        _fail(f"bad command line. Unexpected arguments: {argv[1:]}")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+    try:
+        sweep = load_sweep(_SWEEP.value)
+    except Exception as e:  # pylint: disable=broad-except  # the sweep file is user code
+        if _VERBOSE.value:
+            traceback.print_exc()
+        _fail(f"bad sweep {_SWEEP.value!r}. {type(e).__name__}: {e}")
     root = _ROOT.value or sweep.root or os.path.join(
         "workdirs", "sweeps", os.path.splitext(os.path.basename(_SWEEP.value.partition(":")[0]))[0])
-    report = runner.run_sweep(sweep, root, parallel=_PARALLEL.value, mode=_MODE.value,
-                              dry_run=_DRY_RUN.value, aggregate=_AGGREGATE.value)
+    try:
+        report = runner.run_sweep(sweep, root, parallel=_PARALLEL.value, mode=_MODE.value,
+                                  dry_run=_DRY_RUN.value, aggregate=_AGGREGATE.value)
+    except runner.SweepError as e:
+        if _VERBOSE.value:
+            traceback.print_exc()
+        _fail(f"bad sweep {_SWEEP.value!r}. {e}")
     return report.exit_code
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -4,8 +4,24 @@ Workdir layout under the sweep root, one directory per job::
 
     <root>/<job name>/job.json      overrides, command, mode (written by the runner)
     <root>/<job name>/log.txt       the job's stdout+stderr (appended on reruns)
-    <root>/<job name>/results.json  written by the experiment; its presence means "done"
+    <root>/<job name>/results.json  written by the experiment
+    <root>/<job name>/complete.json written by the experiment last (after results, report
+                                    and figures); its presence means "done"
     <root>/results.csv, summary.md  written by `launch.aggregate`
+
+Before any job starts, the whole sweep is validated: every job's config is built (the
+config file and variant, then the job's overrides, each of which must name an existing
+field) and checked by the experiment's ``validate(config)`` (the module
+``<package>.experiment`` next to the sweep's ``<package>.main``). If any job is invalid,
+nothing runs and the report lists every invalid job (status ``"invalid"``, exit code 2);
+``dry_run`` reports them the same way.
+
+Stopping: each job runs in its own process group. When the runner is interrupted
+(Ctrl-C, SIGTERM, SIGHUP via `launch.run`) it sends SIGTERM to every running job's group
+(SIGKILL after 10 s). On Linux each job also asks the kernel for SIGTERM when the runner
+dies (``PR_SET_PDEATHSIG``), so even ``kill -9`` of the runner stops its jobs. On any
+platform, each experiment holds its workdir's lock while it runs, so a second writer on
+one workdir (e.g. a rerun of the sweep while an orphan still runs) is refused.
 
 Modes:
     processes  one subprocess per job (the default).
@@ -30,26 +46,38 @@ is recorded as one row whose ``seeds`` column holds the tuple.
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
+import functools
+import importlib
+import importlib.util
 import json
 import os
 import shlex
+import signal
 import subprocess
+import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from launch import aggregate as aggregate_lib
 from launch import jobs as jobs_lib
-from launch.jobs import JOB_FILE, LOG_FILE, PER_SEED_KEY, RESULTS_FILE, Job
+from launch.jobs import COMPLETE_FILE, JOB_FILE, LOG_FILE, PER_SEED_KEY, RESULTS_FILE, Job
 from launch.sweep import Sweep, load_sweep
 
 MODES = ("processes", "vmap")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as given (a missing config file, a mode that does not fit
+    its jobs); the message says what to change."""
 _TAIL_LINES = 20
 
 
 @dataclasses.dataclass
 class JobResult:
-    """Outcome of one job: status is "ok", "skipped", "failed" or "dry_run"."""
+    """Outcome of one job: status is "ok", "skipped", "failed", "dry_run" or "invalid"
+    (its config does not build or validate; ``note`` says why)."""
 
     job: Job
     workdir: str
@@ -78,8 +106,13 @@ class RunReport:
         return self.by_status("failed")
 
     @property
+    def invalid(self) -> list[JobResult]:
+        return self.by_status("invalid")
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """2 if a job's config is invalid (nothing ran), 1 if a job failed, else 0."""
+        return 2 if self.invalid else 1 if self.failed else 0
 
     def summary(self) -> str:
         counts = collections.Counter(r.status for r in self.results)
@@ -91,7 +124,15 @@ def _results_path(root: str, job: Job) -> str:
 
 
 def _is_done(root: str, job: Job) -> bool:
-    return os.path.isfile(_results_path(root, job))
+    """The job's workdir holds the completion marker (its run wrote results, report and
+    figures); a workdir with ``results.json`` only was interrupted and runs again."""
+    return os.path.isfile(os.path.join(root, job.name, COMPLETE_FILE))
+
+
+def _mark_complete(workdir: str) -> None:
+    _write_json(os.path.join(workdir, COMPLETE_FILE),
+                {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": [RESULTS_FILE],
+                 "split_from_merged_job": True})
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -142,6 +183,7 @@ def split_per_seed(root: str, merged: Job) -> str:
                      "merged_into": merged.name})
         _write_json(os.path.join(workdir, RESULTS_FILE),
                     jobs_lib.seed_results(results, i, len(merged.seed_jobs)))
+        _mark_complete(workdir)
     job_file = os.path.join(root, merged.name, JOB_FILE)
     meta = {}
     if os.path.isfile(job_file):
@@ -152,10 +194,94 @@ def split_per_seed(root: str, merged: Job) -> str:
     return ""
 
 
+# -- validation ----------------------------------------------------------------
+def _load_config_module(path: str) -> Any:
+    name = "_launch_config_" + "".join(c if c.isalnum() else "_" for c in path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import config file {path!r}; it must be a .py file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_config(spec: str, overrides: Mapping[str, Any], cwd: str) -> Any:
+    """The config a job runs with: ``get_config(variant)`` of the file ``spec`` (relative to
+    ``cwd``) with ``overrides`` applied as ``--config.<key>=<value>`` would apply them.
+
+    Raises:
+        ValueError: the file, the variant or an overridden field does not exist, or a
+            value has the wrong type (the message names it).
+    """
+    path, _, variant = spec.partition(":")
+    full = os.path.join(cwd, path)
+    if not os.path.isfile(full):
+        raise ValueError(f"config file {path!r} not found under {cwd}")
+    try:
+        module = _load_config_module(full)
+        config = module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # pylint: disable=broad-except
+        raise ValueError(f"--config={spec}: {type(e).__name__}: {e}") from None
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = config
+        for i, part in enumerate(parts):
+            if not hasattr(node, "keys") or part not in node:
+                where = ".".join(parts[:i]) or "the config"
+                raise ValueError(f"--config.{key}: {where} has no field {part!r}")
+            if i < len(parts) - 1:
+                node = node[part]
+        old = node[parts[-1]]
+        if isinstance(old, tuple) and not isinstance(value, tuple):
+            value = (value,)  # config_flags parses "1" for a tuple field as (1,)
+        try:
+            node[parts[-1]] = value
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--config.{key}={value!r}: {e}") from None
+    return config
+
+
+def _experiment_validate(experiment: str, cwd: str) -> Callable[[Any], Any] | None:
+    """``validate`` of the module ``<package>.experiment`` for the entry ``<package>.main``,
+    or None when there is none."""
+    package = experiment.rpartition(".")[0]
+    if not package:
+        return None
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(f"{package}.experiment")
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == f"{package}.experiment" or f"{package}.experiment".startswith(
+                e.name + ".")):
+            return None
+        raise
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    return getattr(module, "validate", None)
+
+
+def validate_jobs(sweep: Sweep, jobs: Sequence[Job], cwd: str) -> dict[str, str]:
+    """Build and validate every job's config; returns ``{job name: why it is invalid}``
+    (empty when every job is valid). Nothing is run or written."""
+    validate = _experiment_validate(sweep.experiment, cwd)
+    invalid = {}
+    for job in jobs:
+        try:
+            config = build_config(job.config or sweep.config, job.overrides, cwd)
+            if validate is not None:
+                validate(config)
+        except Exception as e:  # pylint: disable=broad-except
+            invalid[job.name] = str(e) or type(e).__name__
+    return invalid
+
+
 def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], list[Job]]:
     """Returns (jobs to run, jobs already finished) for `mode`; reads, never writes, `root`."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise SweepError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     jobs = jobs_lib.plan_jobs(sweep.jobs)
     if mode == "processes":
         return ([j for j in jobs if not _is_done(root, j)],
@@ -164,7 +290,7 @@ def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], l
         value = j.overrides.get(jobs_lib.SEEDS_KEY)
         if (value is not None and jobs_lib.SEED_KEY in j.overrides
                 and not (isinstance(value, tuple) and len(value) == 1)):
-            raise ValueError(
+            raise SweepError(
                 f"--mode=vmap replaces {jobs_lib.SEEDS_KEY!r} by the swept {jobs_lib.SEED_KEY!r} "
                 f"values, but job {j.name!r} sets {jobs_lib.SEEDS_KEY}={value!r}; sweep "
                 f"{jobs_lib.SEED_KEY!r} with a one-network {jobs_lib.SEEDS_KEY}=(0,) (or run "
@@ -231,21 +357,35 @@ def run_sweep(
     if isinstance(sweep, str):
         sweep = load_sweep(sweep)
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise SweepError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     parallel = parallel or sweep.parallel or os.cpu_count() or 1
     if parallel < 1:
-        raise ValueError(f"parallel must be >= 1, got {parallel}")
+        raise SweepError(f"parallel must be >= 1, got {parallel}")
     aggregate = sweep.aggregate if aggregate is None else aggregate
     cwd = os.path.abspath(cwd or os.getcwd())
     root = os.path.abspath(root)
     for spec in sweep.configs():
         config_path = spec.partition(":")[0]
         if not os.path.isfile(os.path.join(cwd, config_path)):
-            raise FileNotFoundError(
+            raise SweepError(
                 f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
                 "run from the project root or pass cwd=")
 
     to_run, done = plan(sweep, root, mode)
+    invalid = validate_jobs(sweep, to_run, cwd)
+    if invalid:
+        results = []
+        for job in to_run:
+            if job.name in invalid:
+                workdir = os.path.join(root, job.name)
+                results.append(JobResult(job, workdir, "invalid",
+                                         jobs_lib.command(sweep, job, workdir, python),
+                                         note=invalid[job.name]))
+        log(f"error: sweep {sweep.name}: {len(invalid)} of {len(to_run)} job(s) to run have an "
+            "invalid config; nothing was run. Fix the sweep file (or the config) and rerun:")
+        for r in results:
+            log(f"  invalid  {r.job.name}: {r.note}")
+        return RunReport(results)
     results = [JobResult(j, os.path.join(root, j.name), "skipped",
                          jobs_lib.command(sweep, j, os.path.join(root, j.name), python))
                for j in done]
@@ -257,7 +397,7 @@ def run_sweep(
                 r.note = split_per_seed(root, r.job)
             except (OSError, ValueError) as e:
                 r.note = f"cannot split {RESULTS_FILE}: {e}"
-        log(f"  skipped  {r.job.name}  (results.json exists)")
+        log(f"  skipped  {r.job.name}  (complete)")
 
     if dry_run:
         for job in to_run:
@@ -277,6 +417,30 @@ def run_sweep(
     if aggregate:
         aggregate_lib.aggregate(root, log=log)
     return report
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(runner_pid: int) -> None:
+    """In the forked job before it starts: its own process group (so stopping the runner
+    stops the job and everything it started), and on Linux SIGTERM when the runner dies."""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != runner_pid:  # the runner died before prctl took effect
+            os._exit(1)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, mode: str,
@@ -306,7 +470,9 @@ def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, m
                               f"{shlex.join(argv)}\n".encode())
                 logfile.flush()
                 proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=logfile,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        preexec_fn=functools.partial(_child_setup,
+                                                                     os.getpid()))
                 running[proc] = (job, argv, time.monotonic(), logfile)
                 log(f"  started  {job.name}")
             for proc in [p for p in running if p.poll() is not None]:
@@ -321,12 +487,13 @@ def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, m
         if running:
             log(f"interrupted: stopping {len(running)} running job(s); rerun to continue")
         for proc in running:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc, (_, _, _, logfile) in running.items():
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
             logfile.close()
         raise
     return finished
@@ -340,7 +507,7 @@ def _finish(root: str, job: Job, argv: list[str], returncode: int, start: float,
         result.status = "failed"
     elif not _is_done(root, job):
         result.status = "failed"
-        result.note = f"exited 0 but wrote no {RESULTS_FILE}"
+        result.note = f"exited 0 but wrote no {COMPLETE_FILE} (the completion marker)"
     elif job.is_merged:
         try:
             result.note = split_per_seed(root, job)

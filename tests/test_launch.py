@@ -7,9 +7,12 @@ jax) as real subprocesses, so the whole file runs in a few seconds.
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -296,6 +299,83 @@ def test_dry_run_writes_nothing(tmp_path):
     assert not root.exists()
 
 
+def test_every_job_is_validated_before_any_runs(tmp_path):
+    root = tmp_path / "root"
+    job_list = [{"latent.lr": 0.1}, {"latent.lr": -1.0}, {"latent.nope": 1}, {"sleep": "x"}]
+    for dry_run in (True, False):
+        report = run(job_list, root, dry_run=dry_run)
+        assert report.exit_code == 2
+        notes = {r.job.name: r.note for r in report.invalid}
+        assert sorted(notes) == ["latent.lr=-1.0", "latent.nope=1", "sleep=x"]
+        assert "config.latent.lr: must be > 0" in notes["latent.lr=-1.0"]
+        assert "--config.latent.nope: latent has no field 'nope'" in notes["latent.nope=1"]
+        assert "--config.sleep='x'" in notes["sleep=x"]
+        assert not root.exists()  # nothing ran, nothing was written
+
+
+def test_a_workdir_without_the_completion_marker_runs_again(tmp_path):
+    job_list = [{"seed": 0}, {"seed": 1}]
+    assert run(job_list, tmp_path).exit_code == 0
+    os.remove(tmp_path / "seed=1" / "complete.json")  # as if stopped after results.json
+    assert jobs.COMPLETE_FILE == __import__("gbi_jax.workdir").workdir.COMPLETE_FILE
+    to_run, done = runner.plan(fake_sweep(job_list), str(tmp_path))
+    assert [j.name for j in to_run] == ["seed=1"] and [j.name for j in done] == ["seed=0"]
+    report = run(job_list, tmp_path)
+    assert [(r.job.name, r.status) for r in report.results] == [("seed=0", "skipped"),
+                                                                ("seed=1", "ok")]
+    report = run([{"skip_marker": True}], tmp_path)  # exits 0 but never marks completion
+    assert report.results[0].status == "failed" and "complete.json" in report.results[0].note
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_killing_the_runner_stops_its_jobs(tmp_path, sig):
+    sweep_file = tmp_path / "slow_sweep.py"
+    sweep_file.write_text(textwrap.dedent("""
+        from launch.sweep import Sweep
+
+        def get_sweep():
+            return Sweep(experiment="fake_experiment.main", config="fake_experiment/config.py",
+                         jobs=[{"sleep": 60.0}, {"sleep": 61.0}], parallel=2)
+    """))
+    root = tmp_path / "root"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "launch.run", f"--sweep={sweep_file}",
+                             f"--root={root}"], cwd=FIXTURES, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids, deadline = [], time.time() + 30
+    while len(pids) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+        pids = []
+        for name in ("sleep=60.0", "sleep=61.0"):
+            try:
+                found = re.findall(r"pid=(\d+)", (root / name / "log.txt").read_text())
+            except FileNotFoundError:
+                found = []
+            pids += [int(p) for p in found[-1:]]
+    try:
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        deadline = time.time() + 15
+        while any(_alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        for p in pids:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
 def test_vmap_mode_merges_seeds_and_splits_results(tmp_path):
     job_list = product(fixed("seeds", (0,)), sweep("seed", [0, 1, 2]),
                        sweep("latent.lr", [0.1, 0.2]))
@@ -333,6 +413,7 @@ def test_vmap_mode_leaves_out_finished_seeds(tmp_path):
     done_dir = tmp_path / jobs.workdir_name({"seed": 0, "latent.lr": 0.1})
     done_dir.mkdir()
     (done_dir / "results.json").write_text("{}")
+    (done_dir / "complete.json").write_text("{}")
     to_run, done = runner.plan(fake_sweep(job_list), str(tmp_path), mode="vmap")
     assert [j.name for j in done] == ["latent.lr=0.1,seed=0"]
     assert [j.overrides for j in to_run] == [{"latent.lr": 0.1, "seeds": (1, 2)}]

@@ -33,12 +33,21 @@ Choices where the paper does not give the setting (each is a field here):
 * Decoders for the OOD metric are trained on a fixed pool of ``eval.pool_trials``
   trials per fold (fresh batches of 16 drawn from it) instead of fresh trials per
   decoder step; test sets are 640 fresh trials per held-out orthant.
+
+Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (``runtime``:
+performance-only settings; ``figures``: whether figures are drawn) are never compared;
+:data:`EVALUATION_FIELDS` (``attractor``: the Fig. 4 analysis, computed again on each
+start) may change, each change recorded in the workdir's ``history.jsonl``. ``eval`` is a
+conflict: each group's evaluation is stored in ``eval_<group>.json`` and reused. Any other
+field is a conflict, unless listed in ``--config_override_ok=train.lr,...``.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+RUNTIME_FIELDS = ("figures", "runtime")
+EVALUATION_FIELDS = ("attractor",)
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8_encoder",
            "fig8_corr", "fig8_rt", "fig8_curved")
 

@@ -24,7 +24,8 @@ import itertools
 import json
 import os
 import time
-from typing import Any
+import io
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from experiments.disentangle import config as config_lib
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
 from experiments.disentangle.networks import Network
@@ -81,8 +83,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     g = config.grid
     need(config.figure in FIGURES, "figure", f"must be one of {FIGURES}, got {config.figure!r}")
-    need(len(config.seeds) >= 1, "seeds", "needs at least one seed")
-    need(len(set(config.seeds)) == len(config.seeds), "seeds", "must not repeat")
+    seeds = tuple(config.seeds)
+    need(len(seeds) >= 1 and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
+         "seeds", f"must be a non-empty tuple of integers, e.g. (0, 1), got {seeds!r}")
+    need(len(set(seeds)) == len(seeds), "seeds",
+         f"must not repeat a seed (it would train the same network twice), got {seeds!r}")
     for axis in ("cores", "n_tasks", "sigmas", "rhos", "encoders", "dims", "stim_steps",
                  "free_rt", "boundaries"):
         need(len(g[axis]) >= 1, f"grid.{axis}", "needs at least one value")
@@ -312,31 +317,49 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_tables(wd: Workdir, table: list[dict]) -> None:
+def write_tables(wd: Workdir, table: list[dict]) -> str:
+    """Write ``table.csv`` and ``table.md`` (atomically); return the Markdown table."""
     if not table:
-        return
+        return ""
     fields = list(table[0])
-    with open(wd.file("table.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(table)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(table)
+    wd.write_text("table.csv", buf.getvalue())
     show = [k for k in fields if k not in ("ood_r2_q25", "ood_r2_q75", "id_r2_q25", "id_r2_q75",
                                            "angle_q25", "angle_q75")]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
     lines += ["| " + " | ".join(fmt(r[k]) for k in show) + " |" for r in table]
-    with open(wd.file("table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    wd.write_text("table.md", text)
+    return text
 
 
 # ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train every group, evaluate, write results/tables/figure; return the results."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        override_ok: Sequence[str] = ()) -> dict[str, Any]:
+    """Train every group, evaluate, write results/tables/figure and the completion marker;
+    return the results.
+
+    The workdir is claimed once the config is valid (the data is generated); a run that
+    fails before it trained anything leaves no claim behind. ``override_ok``: fields that
+    may differ from the workdir's config (see the config module's docstring)."""
     validate(config)
     wd = Workdir(workdir)
-    wd.claim(config, ignore=("figures", "runtime"))
+    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
+             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
+    try:
+        return _run_claimed(config, wd)
+    except BaseException:
+        wd.release_claim_if_untouched()
+        raise
+
+
+def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     t_start = time.time()
     members = members_of(config)
     groups = groups_of(members)
@@ -381,12 +404,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                "devices": jax.device_count()}
     if attractor is not None:
         results["attractor"] = attractor
-    wd.write_results(results)
-    write_tables(wd, table)
-    if config.figures:
-        from experiments.disentangle import figures
+    from experiments.disentangle import figures
 
-        figures.draw(wd.path)
+    report = write_tables(wd, table)
+    wd.finish(results, f"# {config.figure}\n\n{report}",
+              figures.draw if config.figures else None)
     logging.info("results in %s (wall %.0fs)", wd.path, results["wall_time_s"])
     return results
 

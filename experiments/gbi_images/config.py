@@ -32,6 +32,14 @@ Details the paper leaves open, and what we chose (each a field here):
 * OOD score ``loss_after_step`` uses a step of length
   ``ood.step_length`` in latent space (step size = length / median training
   gradient norm).
+
+Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (where the data is
+read from: ``data.data_dir``, ``data.mnist_idx_dir``, ``data.fashion_idx_dir``; whether
+figures are drawn) are never compared; :data:`EVALUATION_FIELDS` (``eval``, ``ood``,
+``skip_missing``: every evaluation runs again on each start, with the trained networks
+from the checkpoints) may change, each change recorded in the workdir's
+``history.jsonl``. Any other field is a conflict, unless listed in
+``--config_override_ok=train.lr,...``.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from __future__ import annotations
 import ml_collections
 
 DATASETS = ("mnist", "fashion", "cifar100")
+RUNTIME_FIELDS = ("data.data_dir", "data.mnist_idx_dir", "data.fashion_idx_dir", "figures")
+EVALUATION_FIELDS = ("eval", "ood", "skip_missing")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from experiments.gbi_images import config as config_lib
 from experiments.gbi_images.config import DATASETS
 from gbi_jax import data as gdata
 from gbi_jax import inference, training
@@ -129,6 +130,47 @@ def load_split(config, dataset: str, split: str) -> gdata.ImageData:
         keep = np.sort(gdata.epoch_permutation(len(d), 12345, 0)[:limit])
         d = d.subset(keep)
     return d
+
+
+Splits = dict  # (dataset, split) -> gdata.ImageData
+
+
+def find_data(config) -> tuple[Splits, dict[str, str]]:
+    """Load every split the run needs (before the workdir is claimed, so a missing dataset
+    leaves the workdir untouched). Returns ``(splits, skipped)``: ``skipped`` maps each
+    absent dataset of ``config.skip_missing`` to the message saying how to get it.
+
+    Raises:
+      gdata.DatasetNotFoundError: a needed dataset outside ``skip_missing`` is absent.
+    """
+    splits: Splits = {}
+    skipped: dict[str, str] = {}
+
+    def get(dataset: str, split: str) -> None:
+        if dataset in skipped or (dataset, split) in splits:
+            return
+        try:
+            splits[(dataset, split)] = load_split(config, dataset, split)
+        except gdata.DatasetNotFoundError as e:
+            if dataset not in config.skip_missing:
+                raise
+            logging.warning("skipping %s: %s", dataset, e)
+            skipped[dataset] = str(e)
+
+    for dataset in config.datasets:
+        get(dataset, "train")
+        get(dataset, "test")
+    for pair in config.ood.pairs:
+        d_in, d_out = pair.split(":")
+        if d_in not in skipped:
+            get(d_out, "test")
+    return splits, skipped
+
+
+def _split(config, splits: Optional[Splits], dataset: str, split: str) -> gdata.ImageData:
+    if splits is not None and (dataset, split) in splits:
+        return splits[(dataset, split)]
+    return load_split(config, dataset, split)
 
 
 def normalize(config, images):
@@ -367,11 +409,13 @@ def measure_throughput(config, model, params, images, num_classes: int) -> dict:
 # ---------------------------------------------------------------------------
 # One dataset.
 # ---------------------------------------------------------------------------
-def run_dataset(config, dataset: str, wd: Workdir) -> tuple[dict, dict]:
-    """Train and evaluate on one dataset. Returns (results, artefacts for OOD/figures)."""
+def run_dataset(config, dataset: str, wd: Workdir,
+                splits: Optional[Splits] = None) -> tuple[dict, dict]:
+    """Train and evaluate on one dataset (its splits from ``splits``, :func:`find_data`,
+    else loaded). Returns (results, artefacts for OOD/figures)."""
     t0 = time.time()
-    train = load_split(config, dataset, "train")
-    test = load_split(config, dataset, "test")
+    train = _split(config, splits, dataset, "train")
+    test = _split(config, splits, dataset, "test")
     k = train.num_classes
     logging.info("%s | %s", gdata.describe(train), gdata.describe(test))
     seed = int(config.seed)
@@ -479,11 +523,11 @@ def ood_pair(config, models: dict, images_out: np.ndarray, k: int) -> dict:
 # ---------------------------------------------------------------------------
 # Recomposition (our extension).
 # ---------------------------------------------------------------------------
-def recomposition(config, wd: Workdir) -> dict:
+def recomposition(config, wd: Workdir, splits: Optional[Splits] = None) -> dict:
     """Train on all classes but one (K-1 latent units); infer z for the held-out class."""
     rc = config.recomposition
-    train = load_split(config, rc.dataset, "train")
-    test = load_split(config, rc.dataset, "test")
+    train = _split(config, splits, rc.dataset, "train")
+    test = _split(config, splits, rc.dataset, "test")
     k_all = train.num_classes
     held = int(rc.heldout_class)
     if held >= k_all:
@@ -547,38 +591,49 @@ def recomposition(config, wd: Workdir) -> dict:
 # ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train, evaluate, write ``results.json``/``results.md``/figures; return the results."""
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        override_ok: Sequence[str] = ()) -> dict[str, Any]:
+    """Train, evaluate, write ``results.json``/``results.md``/figures, then the completion
+    marker; return the results.
+
+    The workdir is claimed once the config is valid and every dataset the run needs is
+    found (:func:`find_data`); a run that fails before it trained anything leaves no claim
+    behind. ``override_ok``: fields that may differ from the workdir's config (see the
+    config module's docstring)."""
     validate(config)
+    splits, skipped = find_data(config)
     wd = Workdir(workdir)
-    wd.claim(config, ignore=("figures",))
+    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
+             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
+    try:
+        return _run_claimed(config, wd, splits, skipped)
+    except BaseException:
+        wd.release_claim_if_untouched()
+        raise
+
+
+def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir, splits: Splits,
+                 skipped: dict[str, str]) -> dict[str, Any]:
     t_start = time.time()
     results: dict[str, Any] = {"experiment": "gbi_images", "datasets": {}, "skipped": {},
                                "ood": {}}
     artefacts = {}
     for dataset in config.datasets:
-        try:
-            res, art = run_dataset(config, dataset, wd)
-        except gdata.DatasetNotFoundError as e:
-            if dataset not in config.skip_missing:
-                raise
-            logging.warning("skipping %s: %s", dataset, e)
-            results["skipped"][dataset] = str(e)
+        if dataset in skipped:
+            results["skipped"][dataset] = skipped[dataset]
             continue
+        res, art = run_dataset(config, dataset, wd, splits)
         results["datasets"][dataset] = res
         artefacts[dataset] = art
     for pair in config.ood.pairs:
         d_in, d_out = pair.split(":")
         if d_in not in artefacts:  # its dataset was skipped (reported above)
             continue
-        try:
-            out_test = load_split(config, d_out, "test")
-        except gdata.DatasetNotFoundError as e:
-            if d_out not in config.skip_missing:
-                raise
-            logging.warning("skipping OOD pair %s: %s", pair, e)
-            results["skipped"].setdefault(d_out, str(e))
+        if d_out in skipped:
+            logging.warning("skipping OOD pair %s: %s is absent", pair, d_out)
+            results["skipped"].setdefault(d_out, skipped[d_out])
             continue
+        out_test = splits[(d_out, "test")]
         models = artefacts[d_in]
         if out_test.images.shape[1:] != models["test"].images.shape[1:]:
             raise ValueError(f"config.ood.pairs: {pair!r} pairs images of different shapes.")
@@ -587,7 +642,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         results["ood"][pair]["paper"] = PAPER["ood_mnist_fashion"] if pair == "mnist:fashion" \
             else {}
     if config.recomposition.enabled and config.recomposition.dataset in artefacts:
-        results["recomposition"] = recomposition(config, wd)
+        results["recomposition"] = recomposition(config, wd, splits)
     results["wall_time_s"] = time.time() - t_start
     results["devices"] = f"{jax.device_count()} x {jax.devices()[0].platform}"
     from experiments.gbi_images import figures
