@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -220,11 +221,15 @@ def _shard_members(tree: PyTree) -> PyTree:
 
 
 class _quiet_orbax:
-    """Orbax logs every save at INFO through absl; keep our progress lines readable."""
+    """Orbax logs every save at INFO through absl; keep our progress lines readable
+    (``level``: the least severe orbax message still shown)."""
+
+    def __init__(self, level: int = logging.WARNING):
+        self._quiet = level
 
     def __enter__(self):
         self._level = logging.get_verbosity()
-        logging.set_verbosity(logging.WARNING)
+        logging.set_verbosity(self._quiet)
 
     def __exit__(self, *exc):
         logging.set_verbosity(self._level)
@@ -276,6 +281,25 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
 
 
+def _ignore_closed_event_loop() -> None:
+    """After orbax fails to read a damaged checkpoint, tensorstore's pending callbacks hit
+    orbax's closed asyncio loop and print one traceback each (as "unraisable" exceptions,
+    some after the read has returned). Drop exactly those; every other unraisable exception is passed
+    on to the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_event_loop", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._drops_closed_event_loop = True
+    sys.unraisablehook = hook
+
+
 def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, TrainState]:
     """``(step, state)`` of the newest intact checkpoint, or ``(0, None)`` if none is left.
 
@@ -288,6 +312,7 @@ def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, T
     """
     import orbax.checkpoint as ocp
 
+    _ignore_closed_event_loop()
     directory = os.fspath(manager.directory)
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
     want = _leaf_specs(target)
@@ -295,7 +320,7 @@ def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, T
     for step in sorted(manager.all_steps(), reverse=True):
         item = os.path.join(directory, str(step), "default")
         try:
-            with _quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
+            with _quiet_orbax(logging.FATAL), ocp.StandardCheckpointer() as checkpointer:
                 meta = checkpointer.metadata(item)
             meta = getattr(meta, "item_metadata", meta)
             have = _leaf_specs(getattr(meta, "tree", meta))
@@ -315,7 +340,7 @@ def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, T
                 "--workdir for this config, or rerun with the config the workdir was made "
                 "with.")
         try:
-            with _quiet_orbax():
+            with _quiet_orbax(logging.FATAL):  # a failure is reported below, once
                 restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable data
             corrupt.append((step, f"its data cannot be read ({_short(e)})"))

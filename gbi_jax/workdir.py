@@ -59,6 +59,8 @@ def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> N
     try:
         with open(tmp, mode) as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -233,8 +235,8 @@ class Workdir:
         For the error path of a run that failed before training: ``config.json`` is
         removed (and the workdir itself if the claim created it and it is now empty)
         when this object made the claim (it returned False) and there are no
-        checkpoints, metric rows or results. Returns True when the claim was removed;
-        safe to call in any state.
+        checkpoints, metric rows or results. The lock file (:meth:`lock`) is left alone.
+        Returns True when the claim was removed; safe to call in any state.
         """
         if not getattr(self, "_fresh_claim", False):
             return False
@@ -244,7 +246,7 @@ class Workdir:
             for n in (METRICS_FILE, RESULTS_FILE, ARRAYS_FILE))
         if touched:
             return False
-        for n in (CONFIG_FILE, METRICS_FILE, LOCK_FILE):
+        for n in (CONFIG_FILE, METRICS_FILE):  # the lock file stays: a caller may hold it
             if os.path.exists(self.file(n)):
                 os.remove(self.file(n))
         for d in (ckpt, self.file(FIGURES_DIR)):
@@ -293,7 +295,8 @@ class Workdir:
                 pid = None
             os.close(fd)
             raise WorkdirLockedError(
-                f"Workdir {self.path} is in use by another process (PID {pid}); two runs "
+                f"Workdir {self.path} is in use by another process "
+                f"({'PID ' + str(pid) if pid is not None else 'PID unknown'}); two runs "
                 "must not write one workdir. Wait for it to end (or stop it), or use "
                 "another --workdir.", pid) from None
         os.ftruncate(fd, 0)
@@ -320,12 +323,14 @@ class Workdir:
 
     def _read_metric_lines(self) -> tuple[list[dict], bool]:
         """``(rows, torn)``: the rows of ``metrics.jsonl``; ``torn`` if its last line was
-        cut by a kill (that line is left out)."""
+        cut by a kill (that line is left out) or lacks its newline (the next row appended
+        would run into it)."""
         path = self.file(METRICS_FILE)
         if not os.path.exists(path):
             return [], False
         with open(path) as f:
-            lines = f.read().split("\n")
+            text = f.read()
+        lines = text.split("\n")
         rows, bad = [], []
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -344,7 +349,7 @@ class Workdir:
                     "was changed. Repair or delete that line by hand and rerun, or start "
                     "over in a new --workdir.")
             rows.append(row)
-        return rows, bool(bad)
+        return rows, bool(bad) or not text.endswith("\n") and bool(text)
 
     def read_metrics(self) -> list[dict]:
         """All rows of ``metrics.jsonl`` (a last line cut by a kill is left out).

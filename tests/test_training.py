@@ -111,7 +111,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
         return jnp.where(step >= 72, jnp.nan, loss), aux
 
     wd = Workdir(str(tmp_path))
-    with pytest.raises(training.NonFiniteLossError, match=r"step 73 .*last good checkpoint \(step 50\)"):
+    with pytest.raises(training.NonFiniteLossError,
+                       match=r"step 73 .*last good checkpoint \(step 50\)"):
         training.fit(init_fn=init_fn, loss_fn=nan_after, tx=optax.adam(0.1), seeds=(0, 1),
                      member_data=TARGETS[:2], num_steps=120, chunk_size=25, checkpoint_every=2,
                      workdir=wd)
@@ -219,7 +220,8 @@ for shard, block in ((True, None), (False, None), (True, 1)):
     w = r.state.params["w"]
     # the result is gathered onto one device: later jitted work is not SPMD
     assert len(w.sharding.device_set) == 1, w.sharding
-    assert np.isfinite(np.asarray(jax.jit(jnp.linalg.solve)(w @ w.T + jnp.eye(3), jnp.ones(3)))).all()
+    solved = jax.jit(jnp.linalg.solve)(w @ w.T + jnp.eye(3), jnp.ones(3))
+    assert np.isfinite(np.asarray(solved)).all()
     out[shard, block] = np.asarray(w)
     assert out[shard, block].shape == (3, 3)
 np.save({path!r}, np.stack([out[True, None], out[False, None], out[True, 1]]))

@@ -86,6 +86,11 @@ def test_reconcile_drops_only_the_restarted_fits_rows_and_a_torn_last_line(tmp_p
     before = os.stat(wd.file("metrics.jsonl")).st_mtime_ns
     assert wd.reconcile_metrics("b_step", 5) == 0
     assert os.stat(wd.file("metrics.jsonl")).st_mtime_ns == before  # nothing to rewrite
+    with open(wd.file("metrics.jsonl"), "a") as f:
+        f.write('{"b_step": 2}')  # complete, but killed before its newline
+    wd.reconcile_metrics("b_step", 5)
+    wd.append_metrics([{"b_step": 3}])
+    assert _metric_lines(wd) == ['{"b_step": 1}', '{"b_step": 2}', '{"b_step": 3}']
 
 
 def test_a_corrupt_middle_line_is_reported_and_nothing_is_dropped(tmp_path):
