@@ -284,8 +284,8 @@ def _short(e: Exception) -> str:
 def _ignore_closed_event_loop() -> None:
     """After orbax fails to read a damaged checkpoint, tensorstore's pending callbacks hit
     orbax's closed asyncio loop and print one traceback each (as "unraisable" exceptions,
-    some after the read has returned). Drop exactly those; every other unraisable exception is passed
-    on to the previous hook."""
+    some after the read has returned). Drop exactly those; every other unraisable
+    exception is passed on to the previous hook."""
     previous = sys.unraisablehook
     if getattr(previous, "_drops_closed_event_loop", False):
         return
