@@ -120,18 +120,15 @@ def request_host_devices(host_devices: HostDevices,
 
 def user_errors() -> dict[type, str]:
     """Exception types a user can fix -> the heading printed above their message."""
-    from gbi_jax import workdir as workdir_lib
     from gbi_jax.data import DatasetNotFoundError
-    from gbi_jax.training import NonFiniteLossError
+    from gbi_jax.training import CheckpointError, NonFiniteLossError
     from gbi_jax.validation import FieldError
+    from gbi_jax.workdir import CorruptWorkdirError, WorkdirConflictError, WorkdirLockedError
 
-    errors = {FieldError: "invalid config", workdir_lib.WorkdirConflictError: "workdir conflict",
-              NonFiniteLossError: "training diverged", DatasetNotFoundError: "missing dataset"}
-    for name, heading in (("WorkdirLockedError", "workdir in use"),
-                          ("CorruptWorkdirError", "damaged workdir")):
-        if hasattr(workdir_lib, name):
-            errors[getattr(workdir_lib, name)] = heading
-    return errors
+    return {FieldError: "invalid config", WorkdirConflictError: "workdir conflict",
+            WorkdirLockedError: "workdir in use", CorruptWorkdirError: "damaged workdir",
+            CheckpointError: "unusable checkpoint",
+            NonFiniteLossError: "training diverged", DatasetNotFoundError: "missing dataset"}
 
 
 def user_error_heading(err: BaseException,

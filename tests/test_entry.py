@@ -132,3 +132,57 @@ def test_disentangle_asks_for_one_device_per_core_and_the_toy_for_one():
     assert _devices("gbi_toy", DISENTANGLE_HOST_DEVICES="3") == 1
     assert _devices("gbi_images") == 1
     assert _devices("gbi_toy", GBI_HOST_DEVICES="2") == 2
+
+
+def test_resume_with_changed_fields_override_ok_and_evaluation_fields(tmp_path, monkeypatch):
+    import copy
+
+    from experiments.gbi_toy import config as toy_config
+    from experiments.gbi_toy import experiment as toy
+    from gbi_jax.workdir import Workdir
+
+    smoke = toy_config.get_config("smoke")
+    Workdir(str(tmp_path)).claim(smoke)
+    monkeypatch.setattr(toy, "_run_claimed", lambda config, wd: "ran")
+    changed = copy.deepcopy(smoke)
+    changed.train.lr = 2e-3
+    with pytest.raises(WorkdirConflictError, match="train.lr"):
+        toy.run(changed, str(tmp_path))
+    assert toy.run(changed, str(tmp_path), override_ok=("train.lr",)) == "ran"
+    with open(tmp_path / "history.jsonl") as f:
+        history = [json.loads(line) for line in f]
+    assert [(h["field"], h["old"], h["new"]) for h in history] == [("train.lr", 1e-3, 2e-3)]
+    evaluation = copy.deepcopy(changed)
+    evaluation.eval.test_blocks = 4  # evaluation-only: accepted and recorded
+    evaluation.figures = False  # runtime-only: not compared
+    assert toy.run(evaluation, str(tmp_path)) == "ran"
+    with open(tmp_path / "config.json") as f:
+        stored = json.load(f)
+    assert stored["eval"]["test_blocks"] == 4 and stored["figures"] is True
+    assert stored["train"]["lr"] == 2e-3
+
+
+def test_a_run_that_fails_before_training_leaves_no_claim(tmp_path, monkeypatch):
+    from experiments.gbi_toy import config as toy_config
+    from experiments.gbi_toy import experiment as toy
+
+    def fail(config, wd):
+        raise ValueError("config.recomposition.blocks: too few")
+
+    monkeypatch.setattr(toy, "_run_claimed", fail)
+    workdir = tmp_path / "new"
+    with pytest.raises(SystemExit) as exit_info:
+        entry.run_cleanly(lambda c, w: entry.locked_run(toy.run, c, w),
+                          toy_config.get_config("smoke"), str(workdir))
+    assert exit_info.value.code == 2 and not workdir.exists()
+
+
+def test_flag_errors_name_the_field_without_a_traceback():
+    argv = ["main", "--config=experiments/gbi_toy/config.py:smoke", "--config.train.foo=1"]
+    message = entry.flag_error_message(AttributeError(KeyError("'foo'")), argv)
+    assert message.startswith("--config.train.foo: config.train has no field 'foo'")
+    assert "lr" in message  # the fields it does have
+    wrapped = ("flag --config=x.py:bad: Error whilst parsing config file:\n\nTraceback (most "
+               "recent call last):\n  File ...\nValueError: Unknown config variant 'bad'\n")
+    assert entry.flag_error_message(ValueError(wrapped), argv) == (
+        "--config=x.py:bad: ValueError: Unknown config variant 'bad'")
