@@ -267,6 +267,36 @@ def _check_config_file(argv: Sequence[str]) -> None:
              f"relative to {os.getcwd()}, e.g. experiments/gbi_toy/config.py:smoke).")
 
 
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _check_tuple_overrides(argv: Sequence[str], config) -> None:
+    """A ``--config.a.b=(...)`` override of a tuple field keeps the element type of the
+    default (config_flags turns ``(x,)`` into the string ``'(x,)'`` for a tuple of ints)."""
+    default = None
+    for override in _config_overrides(argv):
+        field = override.split("=", 1)[0]
+        if default is None:
+            default = _load_default_config(_argv_config_path(argv))
+            if default is None:
+                return
+        old, new = default, config
+        for part in field.split("."):
+            old = old.get(part) if hasattr(old, "get") else None
+            new = new.get(part) if hasattr(new, "get") else None
+        if not (isinstance(old, tuple) and old and isinstance(new, tuple)):
+            continue
+        kinds = {type(v) for v in old}
+        if len(kinds) == 1 and not all(_same_kind(v, old[0]) for v in new):
+            fail("bad command line", f"--config.{override}: config.{field} is a tuple of "
+                 f"{kinds.pop().__name__} like {old!r}, got {new!r}.")
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """``app.run``'s flag parser: a bad command line (unknown flag or ``--config.*``
     field, a value of the wrong type, a config file or variant that does not exist)
@@ -280,6 +310,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
             traceback.print_exc()
         fail("bad command line", flag_error_message(e, argv))
     _check_config_file(argv)
+    _check_tuple_overrides(argv, _CONFIG.value)
     return rest
 
 

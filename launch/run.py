@@ -19,9 +19,9 @@ Each job runs ``python -m <experiment> --config=<config> --workdir=<root>/<name>
 ``<workdir>/log.txt``. Before any job starts, every job's config is built and
 validated; if one is invalid (an unknown field, a bad value, a config variant that
 does not exist) nothing runs, each invalid job is listed with the reason and the exit
-status is 2 (``--dry_run`` reports them the same way). At most ``--parallel`` jobs run at once (default: the sweep's
-``parallel``, else the number of cores; 1 for sweeps whose jobs each use every
-core). ``--root`` defaults to the sweep's ``root``, else
+status is 2 (``--dry_run`` reports them the same way). At most ``--parallel`` jobs run
+at once (default: the sweep's ``parallel``, else the number of cores; 1 for sweeps whose
+jobs each use every core). ``--root`` defaults to the sweep's ``root``, else
 ``workdirs/sweeps/<sweep file stem>``. Jobs whose
 workdir holds the completion marker ``complete.json`` (written by the experiment after
 its results, report and figures) are skipped, so rerunning a sweep only runs what is

@@ -186,3 +186,14 @@ def test_flag_errors_name_the_field_without_a_traceback():
                "recent call last):\n  File ...\nValueError: Unknown config variant 'bad'\n")
     assert entry.flag_error_message(ValueError(wrapped), argv) == (
         "--config=x.py:bad: ValueError: Unknown config variant 'bad'")
+
+
+def test_cli_divergence_exits_2_naming_the_step_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.gbi_toy.main",
+                          f"--config={MAINS['gbi_toy']}", f"--workdir={tmp_path / 'w'}",
+                          "--config.train.max_loss=1e-9", "--config.recomposition.enabled=False"],
+                         cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "error: training diverged." in out.stderr and "step" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -35,7 +35,8 @@ Choices where the paper does not give the setting (each is a field here):
   decoder step; test sets are 640 fresh trials per held-out orthant.
 
 Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (``runtime``:
-performance-only settings; ``figures``: whether figures are drawn) are never compared;
+performance-only settings; ``figures``: whether figures are drawn; the divergence bounds
+``train.max_loss`` / ``train.max_grad_norm``) are never compared;
 :data:`EVALUATION_FIELDS` (``attractor``: the Fig. 4 analysis, computed again on each
 start) may change, each change recorded in the workdir's ``history.jsonl``. ``eval`` is a
 conflict: each group's evaluation is stored in ``eval_<group>.json`` and reused. Any other
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import ml_collections
 
-RUNTIME_FIELDS = ("figures", "runtime")
+RUNTIME_FIELDS = ("figures", "runtime", "train.max_loss", "train.max_grad_norm")
 EVALUATION_FIELDS = ("attractor",)
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8_encoder",
            "fig8_corr", "fig8_rt", "fig8_curved")
@@ -92,6 +93,10 @@ def _base() -> ml_collections.ConfigDict:
     tr.chunk_size = 1000
     tr.log_every = 500
     tr.checkpoint_every = 5  # chunks
+    # Divergence guard (``training.fit``): stop when a network's loss / gradient norm goes
+    # above the bound (a non-finite one always stops); None: no bound.
+    tr.max_loss = ml_collections.config_dict.placeholder(float)
+    tr.max_grad_norm = ml_collections.config_dict.placeholder(float)
 
     # Performance-only settings: they never change results, so a workdir may be
     # resumed or re-evaluated with other values (``Workdir.claim`` ignores them).

@@ -102,6 +102,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(tr.lr > 0, "train.lr", f"must be > 0, got {tr.lr}")
     need(tr.chunk_size >= 1, "train.chunk_size", "must be >= 1")
     need(tr.log_every >= 1, "train.log_every", "must be >= 1")
+    for bound in ("max_loss", "max_grad_norm"):
+        value = config.train[bound]
+        need(value is None or 0 < value < float("inf"), f"train.{bound}",
+             f"must be a positive finite number (or unset), got {value!r}")
     need(tr.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     try:
         training.member_blocks(1, config.runtime.member_block)
@@ -250,7 +254,8 @@ def train_group(config, name, members, wd):
         seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
         chunk_size=config.train.chunk_size, workdir=wd, log_every=config.train.log_every,
         checkpoint_every=config.train.checkpoint_every,
-        member_block=config.runtime.member_block, name=name)
+        member_block=config.runtime.member_block, name=name,
+        max_loss=config.train.max_loss, max_grad_norm=config.train.max_grad_norm)
     return task, net, insts, fit
 
 

@@ -35,7 +35,8 @@ Details the paper leaves open, and what we chose (each a field here):
 
 Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (where the data is
 read from: ``data.data_dir``, ``data.mnist_idx_dir``, ``data.fashion_idx_dir``; whether
-figures are drawn) are never compared; :data:`EVALUATION_FIELDS` (``eval``, ``ood``,
+figures are drawn; the divergence bounds ``train.max_loss`` / ``train.max_grad_norm``) are
+never compared; :data:`EVALUATION_FIELDS` (``eval``, ``ood``,
 ``skip_missing``: every evaluation runs again on each start, with the trained networks
 from the checkpoints) may change, each change recorded in the workdir's
 ``history.jsonl``. Any other field is a conflict, unless listed in
@@ -47,7 +48,8 @@ from __future__ import annotations
 import ml_collections
 
 DATASETS = ("mnist", "fashion", "cifar100")
-RUNTIME_FIELDS = ("data.data_dir", "data.mnist_idx_dir", "data.fashion_idx_dir", "figures")
+RUNTIME_FIELDS = ("data.data_dir", "data.mnist_idx_dir", "data.fashion_idx_dir", "figures",
+                  "train.max_loss", "train.max_grad_norm")
 EVALUATION_FIELDS = ("eval", "ood", "skip_missing")
 
 
@@ -88,6 +90,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {"mnist": 10, "fashion": 1, "cifar100": 5})
     c.train.chunk_size = 250
     c.train.log_every = 50
+    # Divergence guard (``training.fit``): stop when a network's loss / gradient norm goes
+    # above the bound (a non-finite one always stops); None: no bound.
+    c.train.max_loss = ml_collections.config_dict.placeholder(float)
+    c.train.max_grad_norm = ml_collections.config_dict.placeholder(float)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 250

@@ -91,6 +91,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.classifier.members >= 1, "classifier.members", "must be >= 1")
     need(config.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(config.train.lr > 0, "train.lr", "must be > 0")
+    for bound in ("max_loss", "max_grad_norm"):
+        value = config.train[bound]
+        need(value is None or 0 < value < float("inf"), f"train.{bound}",
+             f"must be a positive finite number (or unset), got {value!r}")
     for d in config.datasets:
         need(d in config.train.epochs and config.train.epochs[d] > 0, f"train.epochs.{d}",
              "must be > 0")
@@ -247,7 +251,9 @@ def _fit_autoencoder(config, model, data, steps, num_classes, wd, name, seed):
     fit = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(config.train.lr),
                        num_steps=steps, seeds=[seed], member_data=data,
                        chunk_size=config.train.chunk_size, workdir=wd,
-                       log_every=config.train.log_every, name=name)
+                       log_every=config.train.log_every, name=name,
+                       max_loss=config.train.max_loss,
+                       max_grad_norm=config.train.max_grad_norm)
     return model, training.unstack(fit.state.params, 0), fit
 
 
@@ -271,7 +277,9 @@ def train_classifiers(config, train: gdata.ImageData, num_classes: int, wd: Work
     fit = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(config.train.lr),
                        num_steps=steps, seeds=list(seeds), member_data=data,
                        chunk_size=config.train.chunk_size, workdir=wd,
-                       log_every=config.train.log_every, name=name)
+                       log_every=config.train.log_every, name=name,
+                       max_loss=config.train.max_loss,
+                       max_grad_norm=config.train.max_grad_norm)
     return model, fit.state.params, fit
 
 

@@ -19,9 +19,11 @@ Details the paper leaves open, and what we chose (each a field here):
 * shared-unit ratio threshold (see ``experiment.shared_unit_ratio``).
 
 Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (``figures``: whether
-figures are drawn) are never compared; :data:`EVALUATION_FIELDS` (``eval``, ``online``,
-``latent``, ``modularity``: every analysis runs again on each start, with the trained
-networks from the checkpoints) may change, each change recorded in the workdir's
+figures are drawn; the divergence bounds ``train.max_loss`` / ``train.max_grad_norm``,
+which stop a run but never change the numbers of one that finishes) are never compared;
+:data:`EVALUATION_FIELDS` (``eval``, ``online``, ``latent``, ``modularity``: every
+analysis runs again on each start, with the trained networks from the checkpoints) may
+change, each change recorded in the workdir's
 ``history.jsonl``. Any other field (the task, the model, training, recomposition
 training) is a conflict, unless listed in ``--config_override_ok=train.lr,...``.
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import ml_collections
 
-RUNTIME_FIELDS = ("figures",)
+RUNTIME_FIELDS = ("figures", "train.max_loss", "train.max_grad_norm")
 EVALUATION_FIELDS = ("eval", "online", "latent", "modularity")
 
 
@@ -60,6 +62,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.passes = 1  # >1 replays the same stream (not continual any more)
     c.train.chunk_size = 250
     c.train.log_every = 25
+    # Divergence guard (``training.fit``): stop when a network's loss / gradient norm goes
+    # above the bound (a non-finite one always stops); None: no bound.
+    c.train.max_loss = ml_collections.config_dict.placeholder(float)
+    c.train.max_grad_norm = ml_collections.config_dict.placeholder(float)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.test_blocks = 10  # fresh test stream (one-step and online inference)

@@ -84,6 +84,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.train.passes >= 1, "train.passes", f"must be >= 1, got {config.train.passes}")
     need(config.train.chunk_size >= 1, "train.chunk_size", "must be >= 1")
     need(config.train.log_every >= 1, "train.log_every", "must be >= 1")
+    for bound in ("max_loss", "max_grad_norm"):
+        value = config.train[bound]
+        need(value is None or 0 < value < float("inf"), f"train.{bound}",
+             f"must be a positive finite number (or unset), got {value!r}")
     need(config.eval.test_blocks >= 1, "eval.test_blocks", "must be >= 1")
     need(config.eval.forgetting_steps >= 1, "eval.forgetting_steps", "must be >= 1")
     need(config.latent.steps >= 0, "latent.steps", f"must be >= 0, got {config.latent.steps}")
@@ -226,7 +230,9 @@ def train_arms(config, task: SwitchingGaussianTask, code: jax.Array, arms, *, bl
                        num_steps=positions * config.train.passes,
                        seeds=[s for _, s in members], member_data=data,
                        chunk_size=config.train.chunk_size, workdir=workdir,
-                       log_every=config.train.log_every, name=name)
+                       log_every=config.train.log_every, name=name,
+                       max_loss=config.train.max_loss,
+                       max_grad_norm=config.train.max_grad_norm)
     return fit, streams, members, model
 
 
