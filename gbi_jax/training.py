@@ -409,6 +409,7 @@ def _init_or_restore(state: TrainState, workdir: Optional[Workdir],
     the fit's rows in ``metrics.jsonl`` are reconciled with it (rows past it dropped)."""
     if workdir is None:
         return state, 0, None, False
+    workdir.read_metrics()  # a damaged metrics file stops the run before anything changes
     path = f"{workdir.checkpoint_dir}/{name}"
     manager = _checkpoint_manager(path)
     with _quiet_orbax():

@@ -1,6 +1,7 @@
 """Workdir integrity under ``training.fit``: metric rows logged before an interruption are
-never duplicated nor lost, corrupt checkpoints are skipped for the newest intact one (and
-never called a config mismatch), incompatible ones are refused with one clear error."""
+never duplicated nor lost (a garbled middle line stops the run, nothing changed), corrupt
+checkpoints are skipped for the newest intact one (and never called a config mismatch),
+incompatible ones are refused with one clear error."""
 
 import glob
 import os
@@ -12,7 +13,7 @@ import optax
 import pytest
 
 from gbi_jax import training
-from gbi_jax.workdir import Workdir
+from gbi_jax.workdir import CorruptWorkdirError, Workdir
 
 from test_training import TARGETS, _fit, _maxdiff, init_fn, loss_fn
 
@@ -111,3 +112,21 @@ def test_an_incompatible_checkpoint_is_named_and_left_in_place(tmp_path):
                      member_data=TARGETS, num_steps=60, workdir=wd)
     assert sorted(os.listdir(os.path.join(wd.checkpoint_dir, "train"))) == before
     assert not os.path.exists(os.path.join(wd.checkpoint_dir, "train.corrupt"))
+
+
+def test_a_corrupt_metrics_line_stops_fit_before_anything_changes(tmp_path):
+    wd = Workdir(str(tmp_path))
+    with pytest.raises(Killed):
+        _fit(workdir=wd, num_steps=150, chunk_size=50, on_chunk=_kill_at(100))
+    _garble_metadata(os.path.join(wd.checkpoint_dir, "train", "100"))
+    with open(wd.file("metrics.jsonl")) as f:
+        lines = f.read().splitlines()
+    lines[7] = lines[7][:10]
+    with open(wd.file("metrics.jsonl"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    before = sorted(os.listdir(os.path.join(wd.checkpoint_dir, "train")))
+    with pytest.raises(CorruptWorkdirError, match="line 8"):
+        _fit(workdir=wd, num_steps=150, chunk_size=50)
+    assert sorted(os.listdir(os.path.join(wd.checkpoint_dir, "train"))) == before
+    with open(wd.file("metrics.jsonl")) as f:
+        assert f.read().splitlines() == lines  # no row dropped
