@@ -229,6 +229,23 @@ class Workdir:
         self._fresh_claim = True
         return False
 
+    @contextlib.contextmanager
+    def claimed(self, config: Any, *, ignore: Iterable[str] = (),
+                override_ok: Iterable[str] = ()) -> Iterator["Workdir"]:
+        """:meth:`claim` the workdir for the block; if the block fails before the run
+        wrote anything (no checkpoints, metrics, results), the fresh claim is released
+        (:meth:`release_claim_if_untouched`), so a corrected rerun is not a conflict.
+
+            with Workdir(path).claimed(config, ignore=("figures",)) as wd:
+                ...  # train, evaluate, wd.finish(...)
+        """
+        self.claim(config, ignore=ignore, override_ok=override_ok)
+        try:
+            yield self
+        except BaseException:
+            self.release_claim_if_untouched()
+            raise
+
     def release_claim_if_untouched(self) -> bool:
         """Undo a fresh :meth:`claim` of this object if the run wrote nothing else.
 

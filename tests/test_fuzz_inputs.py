@@ -31,71 +31,82 @@ DISENTANGLE = ("experiments.disentangle.main", "experiments/disentangle/config.p
 CONFIGS = {TOY: toy_config.get_config("smoke"), IMAGES: images_config.get_config("smoke"),
            DISENTANGLE: disentangle_config.get_config("fig1_smoke")}
 
+
+def _cases(table: str) -> list:
+    """Parse a case table: one case a line, ``experiment | arguments | needles``
+    (arguments split on spaces, needles on ``;``); ``#`` lines are comments."""
+    names = {"toy": TOY, "images": IMAGES, "disentangle": DISENTANGLE, "runner": None}
+    cases = []
+    for line in table.strip().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        experiment, args, needles = (part.strip() for part in line.split("|"))
+        cases.append((names[experiment], args.split(), [n.strip() for n in needles.split(";")]))
+    return cases
+
+
 # (experiment, extra arguments, substrings the message must contain). The workdir is an
 # existing one made by the experiment's smoke config (see `workdirs`).
-EXPERIMENT_CASES = [
-    # toy: the command line
-    (TOY, ["--config.train.foo=1"], ["train.foo", "lr"]),
-    (TOY, ["--config.trian.lr=1"], ["trian", "train"]),
-    (TOY, ["--config.train.lr=abc"], ["train.lr", "abc"]),
-    (TOY, ["--config.figures=maybe"], ["figures", "maybe"]),
-    (TOY, ["--config=experiments/gbi_toy/config.py:bogus"], ["bogus", "smoke"]),
-    (TOY, ["--config=experiments/gbi_toy/nope.py"], ["nope.py"]),
-    (TOY, ["--bogus_flag=1"], ["bogus_flag"]),
-    (TOY, ["extra_argument"], ["extra_argument"]),
-    # toy: config validation
-    (TOY, ["--config.train.lr=-1"], ["train.lr"]),
-    (TOY, ["--config.train.lr=0"], ["train.lr"]),
-    (TOY, ["--config.seeds="], ["seeds"]),
-    (TOY, ["--config.seeds=(0,0)"], ["seeds", "repeat"]),
-    (TOY, ["--config.seeds=()"], ["seeds"]),
-    (TOY, ["--config.seeds=abc"], ["seeds"]),
-    (TOY, ["--config.arms=()"], ["arms"]),
-    (TOY, ["--config.train.blocks=2"], ["train.blocks"]),
-    (TOY, ["--config.train.window=0"], ["train.window"]),
-    (TOY, ["--config.eval.test_blocks=0"], ["eval.test_blocks"]),
-    (TOY, ["--config.online.penalty_kind=cubic"], ["online.penalty_kind"]),
-    (TOY, ["--config.recomposition.train_contexts=()"], ["recomposition.train_contexts"]),
-    (TOY, ["--config.modularity.threshold=1.5"], ["modularity.threshold"]),
-    (TOY, ["--config.task.stds=(0.2,)"], ["task.stds"]),
-    (TOY, ["--config.task.means=(a,b)"], ["task.means", "float"]),
-    (TOY, ["--config.train.max_loss=-1"], ["train.max_loss"]),
-    # toy: the workdir
-    (TOY, ["--config.train.blocks=7"], ["workdir conflict", "train.blocks", "6 -> 7"]),
-    (TOY, ["--config.model.hidden=32", "--config_override_ok=train.lr"],
-     ["model.hidden", "config_override_ok"]),
-    # images
-    (IMAGES, ["--config.datasets=()"], ["datasets"]),
-    (IMAGES, ["--config.datasets=(mnist,svhn)"], ["datasets"]),
-    (IMAGES, ["--config.data.normalization=zscore"], ["data.normalization"]),
-    (IMAGES, ["--config.train.batch_size=0"], ["train.batch_size"]),
-    (IMAGES, ["--config.eval.iterative_steps=()"], ["eval.iterative_steps"]),
-    (IMAGES, ["--config.eval.iterative_steps=(x,)"], ["eval.iterative_steps", "int"]),
-    (IMAGES, ["--config.ood.pairs=(mnist:cifar)"], ["ood.pairs"]),
-    (IMAGES, ["--config.recomposition.dataset=cifar100"], ["recomposition.dataset"]),
-    (IMAGES, ["--config.classifier.members=0"], ["classifier.members"]),
-    (IMAGES, ["--config.data.max_train=-1"], ["data.max_train"]),
-    (IMAGES, ["--config.model.bottleneck=0"], ["model.bottleneck"]),
-    (IMAGES, ["--config.data.fashion_idx_dir=/nonexistent"],
-     ["missing dataset", "data.fashion_idx_dir"]),
-    (IMAGES, ["--config=experiments/gbi_images/config.py:bogus"], ["bogus"]),
-    (IMAGES, ["--config.train.lr=0.01"], ["workdir conflict", "train.lr"]),
-    # disentangle
-    (DISENTANGLE, ["--config.seeds=(1,1)"], ["seeds", "repeat"]),
-    (DISENTANGLE, ["--config.grid.sigmas=(0.0,)"], ["grid.sigmas"]),
-    (DISENTANGLE, ["--config.grid.dims=(1,)"], ["grid.dims"]),
-    (DISENTANGLE, ["--config.grid.cores=(cnn,)"], ["grid.cores"]),
-    (DISENTANGLE, ["--config.grid.n_tasks=()"], ["grid.n_tasks"]),
-    (DISENTANGLE, ["--config.grid.n_tasks=(a,)"], ["grid.n_tasks", "int"]),
-    (DISENTANGLE, ["--config.grid.free_rt=(1,)"], ["grid.free_rt", "bool"]),
-    (DISENTANGLE, ["--config.figure=fig9"], ["figure", "fig9"]),
-    (DISENTANGLE, ["--config.eval.decoder=lasso"], ["eval.decoder"]),
-    (DISENTANGLE, ["--config.train.batch_size=0"], ["train.batch_size"]),
-    (DISENTANGLE, ["--config.runtime.member_block=0"], ["runtime.member_block"]),
-    (DISENTANGLE, ["--config=experiments/disentangle/config.py:fig9"], ["fig9"]),
-    (DISENTANGLE, ["--config.train.steps=7"], ["workdir conflict", "train.steps"]),
-]
-
+EXPERIMENT_CASES = _cases("""
+# toy: the command line
+toy         | --config.train.foo=1 | train.foo; lr
+toy         | --config.trian.lr=1 | trian; train
+toy         | --config.train.lr=abc | train.lr; abc
+toy         | --config.figures=maybe | figures; maybe
+toy         | --config=experiments/gbi_toy/config.py:bogus | bogus; smoke
+toy         | --config=experiments/gbi_toy/nope.py | nope.py
+toy         | --bogus_flag=1 | bogus_flag
+toy         | extra_argument | extra_argument
+# toy: config validation
+toy         | --config.train.lr=-1 | train.lr
+toy         | --config.train.lr=0 | train.lr
+toy         | --config.seeds= | seeds
+toy         | --config.seeds=(0,0) | seeds; repeat
+toy         | --config.seeds=() | seeds
+toy         | --config.seeds=abc | seeds
+toy         | --config.arms=() | arms
+toy         | --config.train.blocks=2 | train.blocks
+toy         | --config.train.window=0 | train.window
+toy         | --config.eval.test_blocks=0 | eval.test_blocks
+toy         | --config.online.penalty_kind=cubic | online.penalty_kind
+toy         | --config.recomposition.train_contexts=() | recomposition.train_contexts
+toy         | --config.modularity.threshold=1.5 | modularity.threshold
+toy         | --config.task.stds=(0.2,) | task.stds
+toy         | --config.task.means=(a,b) | task.means; float
+toy         | --config.train.max_loss=-1 | train.max_loss
+# toy: the workdir
+toy         | --config.train.blocks=7 | workdir conflict; train.blocks; 6 -> 7
+toy         | --config.model.hidden=32 --config_override_ok=train.lr | model.hidden; config_override_ok
+# images
+images      | --config.datasets=() | datasets
+images      | --config.datasets=(mnist,svhn) | datasets
+images      | --config.data.normalization=zscore | data.normalization
+images      | --config.train.batch_size=0 | train.batch_size
+images      | --config.eval.iterative_steps=() | eval.iterative_steps
+images      | --config.eval.iterative_steps=(x,) | eval.iterative_steps; int
+images      | --config.ood.pairs=(mnist:cifar) | ood.pairs
+images      | --config.recomposition.dataset=cifar100 | recomposition.dataset
+images      | --config.classifier.members=0 | classifier.members
+images      | --config.data.max_train=-1 | data.max_train
+images      | --config.model.bottleneck=0 | model.bottleneck
+images      | --config.data.fashion_idx_dir=/nonexistent | missing dataset; data.fashion_idx_dir
+images      | --config=experiments/gbi_images/config.py:bogus | bogus
+images      | --config.train.lr=0.01 | workdir conflict; train.lr
+# disentangle
+disentangle | --config.seeds=(1,1) | seeds; repeat
+disentangle | --config.grid.sigmas=(0.0,) | grid.sigmas
+disentangle | --config.grid.dims=(1,) | grid.dims
+disentangle | --config.grid.cores=(cnn,) | grid.cores
+disentangle | --config.grid.n_tasks=() | grid.n_tasks
+disentangle | --config.grid.n_tasks=(a,) | grid.n_tasks; int
+disentangle | --config.grid.free_rt=(1,) | grid.free_rt; bool
+disentangle | --config.figure=fig9 | figure; fig9
+disentangle | --config.eval.decoder=lasso | eval.decoder
+disentangle | --config.train.batch_size=0 | train.batch_size
+disentangle | --config.runtime.member_block=0 | runtime.member_block
+disentangle | --config=experiments/disentangle/config.py:fig9 | fig9
+disentangle | --config.train.steps=7 | workdir conflict; train.steps
+""")
 # Sweep files written into the sweep root's parent: (file stem, experiment, config, jobs).
 SWEEPS = {
     "bad_lr": (TOY, '[{"seeds": (0,), "train.lr": -1.0}, {"seeds": (1,)}]'),
@@ -103,20 +114,20 @@ SWEEPS = {
     "duplicate_seeds": (TOY, '[{"seeds": (0, 0)}]'),
     "bad_grid": (DISENTANGLE, '[{"grid.dims": (1,)}]'),
 }
-RUNNER_CASES = [
-    (["--sweep=launch/sweeps/nope.py"], ["nope.py"]),
-    (["--sweep=launch/sweeps/disentangle_panels.py:nope"], ["nope", "panel"]),
-    (["--sweep=launch/sweeps/disentangle_figures.py:fig9", "--dry_run"], ["fig9", "invalid"]),
-    (["--sweep=launch/sweeps/disentangle_figures.py:fig9"], ["fig9", "nothing was run"]),
-    (["--sweep=launch/sweeps/gbi_toy_seeds.py", "--mode=threads"], ["mode", "threads"]),
-    (["--sweep=launch/sweeps/gbi_toy_seeds.py", "--parallel=0"], ["parallel"]),
-    ([], ["sweep"]),
-    (["--sweep={sweeps}/bad_lr.py"], ["train.lr", "1 of 2"]),
-    (["--sweep={sweeps}/bad_lr.py", "--dry_run"], ["train.lr", "invalid"]),
-    (["--sweep={sweeps}/bad_field.py"], ["train.nope"]),
-    (["--sweep={sweeps}/duplicate_seeds.py"], ["seeds", "repeat"]),
-    (["--sweep={sweeps}/bad_grid.py", "--dry_run"], ["grid.dims"]),
-]
+RUNNER_CASES = [(args, needles) for _, args, needles in _cases("""
+runner | --sweep=launch/sweeps/nope.py | nope.py
+runner | --sweep=launch/sweeps/disentangle_panels.py:nope | nope; panel
+runner | --sweep=launch/sweeps/disentangle_figures.py:fig9 --dry_run | fig9; invalid
+runner | --sweep=launch/sweeps/disentangle_figures.py:fig9 | fig9; nothing was run
+runner | --sweep=launch/sweeps/gbi_toy_seeds.py --mode=threads | mode; threads
+runner | --sweep=launch/sweeps/gbi_toy_seeds.py --parallel=0 | parallel
+runner |  | sweep
+runner | --sweep={sweeps}/bad_lr.py | train.lr; 1 of 2
+runner | --sweep={sweeps}/bad_lr.py --dry_run | train.lr; invalid
+runner | --sweep={sweeps}/bad_field.py | train.nope
+runner | --sweep={sweeps}/duplicate_seeds.py | seeds; repeat
+runner | --sweep={sweeps}/bad_grid.py --dry_run | grid.dims
+""")]
 
 
 def _tree_hash(path):

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from experiments.common import run_experiment
 from experiments.disentangle import config as config_lib
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
@@ -350,18 +351,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     """Train every group, evaluate, write results/tables/figure and the completion marker;
     return the results.
 
-    The workdir is claimed once the config is valid (the data is generated); a run that
-    fails before it trained anything leaves no claim behind. ``override_ok``: fields that
-    may differ from the workdir's config (see the config module's docstring)."""
-    validate(config)
-    wd = Workdir(workdir)
-    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
-             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
-    try:
-        return _run_claimed(config, wd)
-    except BaseException:
-        wd.release_claim_if_untouched()
-        raise
+    ``override_ok``: fields that may differ from the workdir's config
+    (:func:`experiments.common.run_experiment`)."""
+    return run_experiment(config, workdir, config_lib, _run_claimed, validate=validate,
+                          override_ok=override_ok)
 
 
 def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from experiments.common import run_experiment
 from experiments.gbi_images import config as config_lib
 from experiments.gbi_images.config import DATASETS
 from gbi_jax import data as gdata
@@ -608,16 +609,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     found (:func:`find_data`); a run that fails before it trained anything leaves no claim
     behind. ``override_ok``: fields that may differ from the workdir's config (see the
     config module's docstring)."""
-    validate(config)
-    splits, skipped = find_data(config)
-    wd = Workdir(workdir)
-    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
-             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
-    try:
-        return _run_claimed(config, wd, splits, skipped)
-    except BaseException:
-        wd.release_claim_if_untouched()
-        raise
+    return run_experiment(config, workdir, config_lib, _run_claimed, validate=validate,
+                          prepare=find_data, override_ok=override_ok)
 
 
 def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir, splits: Splits,

@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from experiments.common import run_experiment
 from gbi_jax import inference, training
 from gbi_jax.analysis import ideal_observer as io
 from gbi_jax.analysis import metrics as M
@@ -537,21 +538,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     """Train, run every analysis, write ``results.json``, ``results.md``, ``arrays.npz``
     and (``config.figures``) ``figures/``, then the completion marker; return the results.
 
-    The workdir is claimed once the config is valid (the data is generated); a run that
-    fails before it trained anything leaves no claim behind. ``override_ok``: fields that
-    may differ from the workdir's config (see the config module's docstring)."""
-    validate(config)
-    wd = Workdir(workdir)
-    wd.claim(config, ignore=config_lib.RUNTIME_FIELDS,
-             override_ok=config_lib.EVALUATION_FIELDS + tuple(override_ok))
-    try:
-        return _run_claimed(config, wd)
-    except BaseException:
-        wd.release_claim_if_untouched()
-        raise
+    ``override_ok``: fields that may differ from the workdir's config
+    (:func:`experiments.common.run_experiment`)."""
+    return run_experiment(config, workdir, config_lib, _run_claimed, validate=validate,
+                          override_ok=override_ok)
 
 
 def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
+    """The run after the workdir is claimed: every analysis in the order of the module
+    docstring; ``results["wall_time_s"]`` covers all of them."""
     t_start = time.time()
     tr = train_main_task(config, wd)
     test = evaluation_streams(tr)
