@@ -58,7 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.data_dir = ""  # TFDS data dir; "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    # TFDS data dir of registered datasets (read only; the offline MNIST / Fashion-MNIST
+    # are read from their files); "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.data_dir = ""
     c.data.mnist = "mnist_subset"  # "mnist_subset" | "mnist_idx" | "mnist" (prepared TFDS)
     c.data.mnist_idx_dir = ""  # IDX directory for data.mnist = "mnist_idx"
     c.data.fashion = "fashion_mnist_idx"  # "fashion_mnist_idx" | "fashion_mnist" (TFDS)
