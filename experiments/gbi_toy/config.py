@@ -63,9 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.chunk_size = 250
     c.train.log_every = 25
     # Divergence guard (``training.fit``): stop when a network's loss / gradient norm goes
-    # above the bound (a non-finite one always stops); None: no bound.
-    c.train.max_loss = ml_collections.config_dict.placeholder(float)
-    c.train.max_grad_norm = ml_collections.config_dict.placeholder(float)
+    # above the bound (a non-finite one always stops). 1e8 is orders of magnitude above
+    # any value of a healthy run (losses <= 2.4, gradient norms <= 75 in these experiments)
+    # and below those of a diverging one (1e17 and more).
+    c.train.max_loss = ml_collections.FieldReference(1e8, field_type=float)
+    c.train.max_grad_norm = ml_collections.FieldReference(1e8, field_type=float)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.test_blocks = 10  # fresh test stream (one-step and online inference)
