@@ -468,12 +468,19 @@ def _check_divergence(metrics: dict[str, np.ndarray], *, step: int, seeds: Seque
         elif bound is not None and v > bound:
             what.append(f"{label} {v:.4g} above the bound {bound:g}")
     at = step + offset + 1
-    saved = _checkpoint_words(last_saved, where)
-    raise DivergenceError(
-        f"[{name}] training diverged: {' and '.join(what)} at step {at} (member {member}, "
-        f"seed {seeds[member]}). Training stopped; {saved}. Lower the learning rate (resume "
-        "with the changed value allowed, e.g. --config_override_ok=train.lr) or check the "
-        "data.", step=at, member=member, seed=seeds[member], checkpoint=last_saved)
+    raise _divergence(name, f"{' and '.join(what)} at step {at}", step=at, member=member,
+                      seeds=seeds, last_saved=last_saved, where=where)
+
+
+def _divergence(name: str, what: str, *, step: int, member: int, seeds: Sequence[int],
+                last_saved: Optional[int], where: Optional[str]) -> DivergenceError:
+    """The :class:`DivergenceError` for ``what`` happened to ``member``, with the truth
+    about the checkpoint that is kept and what to do."""
+    return DivergenceError(
+        f"[{name}] training diverged: {what} (member {member}, seed {seeds[member]}). "
+        f"Training stopped; {_checkpoint_words(last_saved, where)}. Lower the learning rate "
+        "(resume with the changed value allowed, e.g. --config_override_ok=train.lr) or "
+        "check the data.", step=step, member=member, seed=seeds[member], checkpoint=last_saved)
 
 
 @jax.jit
@@ -492,13 +499,9 @@ def _check_params(params: PyTree, *, step: int, seeds: Sequence[int], name: str,
     finite = np.asarray(_finite_members(params))[:len(seeds)]
     if finite.all():
         return
-    member = int(np.argmin(finite))
-    raise DivergenceError(
-        f"[{name}] training diverged: non-finite parameters after step {step} (member "
-        f"{member}, seed {seeds[member]}). Training stopped; "
-        f"{_checkpoint_words(last_saved, where)}. Lower the learning rate (resume with the "
-        "changed value allowed, e.g. --config_override_ok=train.lr) or check the data.",
-        step=step, member=member, seed=seeds[member], checkpoint=last_saved)
+    raise _divergence(name, f"non-finite parameters after step {step}", step=step,
+                      member=int(np.argmin(finite)), seeds=seeds, last_saved=last_saved,
+                      where=where)
 
 
 def _log_rows(metrics: dict[str, np.ndarray], step: int,
@@ -619,10 +622,11 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                           where=where, max_loss=max_loss, max_grad_norm=max_grad_norm)
         state = new_state
         rows = _log_rows(metrics, step, log_every)
-        for row_step, row in rows:
-            steps_log.append(row_step)
-            for k, v in row.items():
-                hist.setdefault(k, []).append(v)
+        if workdir is None:  # with a workdir the history is read back from metrics.jsonl
+            for row_step, row in rows:
+                steps_log.append(row_step)
+                for k, v in row.items():
+                    hist.setdefault(k, []).append(v)
         step += size
         chunk_index += 1
         if workdir is not None:

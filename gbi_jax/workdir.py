@@ -397,10 +397,6 @@ class Workdir:
                       lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept)))
         return len(rows) - len(kept)
 
-    def truncate_metrics(self, max_step: int, key: str = "step") -> None:
-        """Drop rows whose ``key`` is above ``max_step`` (see :meth:`reconcile_metrics`)."""
-        self.reconcile_metrics(key, max_step)
-
     # -- results ------------------------------------------------------------
     def write_results(self, results: Mapping[str, Any], name: str = RESULTS_FILE) -> str:
         """Write ``results`` as JSON, keys in the order the run made them (figures drawn

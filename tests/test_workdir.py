@@ -30,7 +30,7 @@ def test_workdir_metrics_survive_a_cut_line(tmp_path):
     with open(wd.file("metrics.jsonl"), "a") as f:
         f.write('{"train_step": 3, "x"')  # killed mid-write
     assert [r["train_step"] for r in wd.read_metrics()] == [1, 2]
-    wd.truncate_metrics(1, key="train_step")
+    wd.reconcile_metrics("train_step", 1)
     assert [r["train_step"] for r in wd.read_metrics()] == [1]
 
 
