@@ -99,8 +99,9 @@ class External:
 # Builders.
 # ---------------------------------------------------------------------------
 def _read_results(workdir: str) -> dict:
-    with open(os.path.join(workdir, RESULTS_FILE)) as f:
-        return json.load(f)
+    from gbi_jax.workdir import Workdir
+
+    return Workdir(workdir).read_results()
 
 
 def copy_files(*pairs: tuple[str, str]) -> Callable[[list[str], str], None]:
@@ -328,10 +329,6 @@ def inventory() -> list[Artefact | External]:
 # ---------------------------------------------------------------------------
 # The pipeline.
 # ---------------------------------------------------------------------------
-def finished(workdir: str) -> bool:
-    return os.path.isfile(os.path.join(workdir, RESULTS_FILE))
-
-
 def select(items: Sequence[Artefact | External], only: Sequence[str]) -> list:
     """The items whose doc directory is one of `only` or below one (all if empty)."""
     if not only:
@@ -387,7 +384,7 @@ def rebuild(items: Sequence[Artefact | External], workdirs: str, repo: str = REP
         if isinstance(item, External):
             outcome.external.append(item)
             continue
-        missing = [s for s in item.sources if not finished(os.path.join(workdirs, s.workdir))]
+        missing = [s for s in item.sources if not report.finished(workdirs, s.workdir)]
         if missing:
             for s in missing:
                 outcome.missing[os.path.join(workdirs, s.workdir)] = s.command.format(
@@ -426,7 +423,7 @@ def listing(items: Sequence[Artefact | External], workdirs: str) -> str:
             continue
         state = ", ".join(
             f"{s.workdir} ("
-            f"{'finished' if finished(os.path.join(workdirs, s.workdir)) else 'missing'})"
+            f"{'finished' if report.finished(workdirs, s.workdir) else 'missing'})"
             for s in item.sources)
         lines.append(f"{', '.join(item.docs)}\n    from {state}")
     return "\n".join(lines)

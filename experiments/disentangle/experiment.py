@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import json
-import os
 import time
 import io
 from typing import Any, Sequence
@@ -369,10 +367,9 @@ def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, An
         task, net, insts, fit = train_group(config, name, group, wd)
         params = fit.state.params  # single-device arrays (training.fit gathers them)
         t_train = time.time() - t0
-        cache = wd.file(f"eval_{name}.json")
-        if os.path.exists(cache):
-            with open(cache) as f:
-                ev = {k: np.asarray(v) for k, v in json.load(f).items()}
+        cached = wd.read_results(name=f"eval_{name}.json")
+        if cached is not None:
+            ev = {k: np.asarray(v) for k, v in cached.items()}
         else:
             apply_fn = lambda p, x: net.apply(p, x)
             ev = evaluation.evaluate_group(task, apply_fn, params, insts,
