@@ -180,6 +180,14 @@ def l2_penalty(z: Array, anchor: Array, kind: str = "norm") -> Array:
     raise ValueError(f"penalty kind must be 'norm' or 'squared', got {kind!r}.")
 
 
+def _check_scalar_loss(loss_fn: LossFn, z: Array, batch_fn: str) -> None:
+    """``loss_fn(z)`` must be a scalar (checked on shapes only, nothing is computed)."""
+    out = jax.eval_shape(loss_fn, z)
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError("loss_fn must return a scalar loss for one latent, got "
+                         f"{getattr(out, 'shape', type(out))}; for a batch use {batch_fn}.")
+
+
 def _check_latent(z0: Array) -> None:
     if z0.ndim < 1 or z0.shape[-1] < 2:
         raise ValueError(
@@ -205,10 +213,7 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0) -> OneStep
     """
     _check_latent(z0)
     check_positive("temperature", temperature)
-    out = jax.eval_shape(loss_fn, z0)
-    if not hasattr(out, "shape") or out.shape != ():
-        raise ValueError("loss_fn must return a scalar loss for one latent, got "
-                         f"{getattr(out, 'shape', type(out))}; for a batch use one_step_batch.")
+    _check_scalar_loss(loss_fn, z0, "one_step_batch")
     loss, grad = jax.value_and_grad(loss_fn)(z0)
     scores = -grad
     posterior = jax.nn.softmax(scores / temperature, axis=-1)
@@ -314,10 +319,7 @@ def exhaustive(loss_fn: LossFn, num_tasks: int, *, temperature: float = 1.0,
     num_tasks = check_int("num_tasks", num_tasks, 2)
     check_positive("temperature", temperature)
     eye = jnp.eye(num_tasks, dtype=dtype)
-    out = jax.eval_shape(loss_fn, eye[0])
-    if not hasattr(out, "shape") or out.shape != ():
-        raise ValueError("loss_fn must return a scalar loss for one latent, got "
-                         f"{getattr(out, 'shape', type(out))}; for a batch use exhaustive_batch.")
+    _check_scalar_loss(loss_fn, eye[0], "exhaustive_batch")
     losses = jax.vmap(loss_fn)(eye)
     scores = -losses
     posterior = jax.nn.softmax(scores / temperature, axis=-1)
@@ -346,12 +348,8 @@ def exhaustive_batch(example_loss_fn: Callable[[Array, PyTree], Array], num_task
                           temperature=temperature, dtype=dtype)
 
     # per_example vmaps over (latent, example) pairs; the latent is not used here, so a
-    # zero-width placeholder keeps its batching and chunking.
-    leaves = jax.tree_util.tree_leaves(batch)
-    if not leaves:
-        raise ValueError("exhaustive_batch needs a non-empty batch.")
-    placeholder = jnp.zeros((leaves[0].shape[0], 0), dtype)
-    return per_example(single, chunk_size=chunk_size)(placeholder, batch)
+    # zero-width placeholder (broadcast to every example) keeps its batching and chunking.
+    return per_example(single, chunk_size=chunk_size)(jnp.zeros((0,), dtype), batch)
 
 
 # --------------------------------------------------------------------------
