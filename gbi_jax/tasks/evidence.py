@@ -129,12 +129,11 @@ def resolve_orthant_order(dim: int, order: str = "auto") -> str:
 
     ``"auto"`` is the authors' numbering: quadrants for D = 2, binary otherwise.
     """
+    check_choice("order", order, ORTHANT_ORDERS)
     if order == "auto":
         return "quadrant" if dim == 2 else "binary"
-    if order == "quadrant" and dim != 2:
-        raise ValueError(f"order='quadrant' needs D = 2, got D = {dim}; use 'binary'.")
-    if order not in ORTHANT_ORDERS:
-        raise ValueError(f"order must be one of {ORTHANT_ORDERS}, got {order!r}.")
+    require(order != "quadrant" or dim == 2, "order",
+            f"'quadrant' needs D = 2, got D = {dim}; use 'binary'.")
     return order
 
 
