@@ -202,8 +202,7 @@ def train_arms(config, task: SwitchingGaussianTask, code: jax.Array, arms, *, bl
     seeds = [config.seed + int(s) for s in config.seeds]
     length = stream_length(task, blocks)
     window = config.train.window
-    stream_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 7) for s in seeds])
-    streams = jax.jit(jax.vmap(lambda k: task.sample(k, length)))(stream_keys)
+    streams = seed_streams(task, seeds, length, salt=7)
     zs, xs, members = [], [], []
     for arm in arms:
         for i, s in enumerate(seeds):
@@ -346,11 +345,17 @@ def learning_curves(tr: Trained) -> dict:
     return out
 
 
+def seed_streams(task: SwitchingGaussianTask, seeds, length: int, *, salt: int):
+    """One stream of ``length`` steps per seed (leading seed axis), drawn with the key
+    ``fold_in(PRNGKey(seed), salt)``."""
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), salt) for s in seeds])
+    return jax.jit(jax.vmap(lambda k: task.sample(k, length)))(keys)
+
+
 def evaluation_streams(tr: Trained):
     """A fresh test stream of ``eval.test_blocks`` blocks per seed (shared by the arms)."""
-    length = stream_length(tr.task, tr.config.eval.test_blocks)
-    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 99) for s in tr.seeds])
-    return jax.jit(jax.vmap(lambda kk: tr.task.sample(kk, length)))(keys)
+    return seed_streams(tr.task, tr.seeds, stream_length(tr.task, tr.config.eval.test_blocks),
+                        salt=99)
 
 
 def forgetting(tr: Trained) -> dict:
@@ -368,6 +373,8 @@ def forgetting(tr: Trained) -> dict:
         pred = jax.vmap(lambda i, z: model.apply(p, i[:, None], z))(inputs, arm_z[:inputs.shape[0]])
         return jnp.mean(jnp.square(pred[..., 0] - targets))
 
+    block_mse_all = jax.jit(jax.vmap(block_mse))  # one compile for both contexts
+
     def forgetting_for(ctx_per_seed, salt):
         """MSE of every member on a fresh block of its seed's context ``ctx_per_seed``."""
         xs, zs = [], []
@@ -377,7 +384,7 @@ def forgetting(tr: Trained) -> dict:
             xs.append(blk.x)
             zs.append(arm_latents(arm, blk.context, blk.block, tr.code,
                                   jax.random.fold_in(kx, 1)))
-        return jax.jit(jax.vmap(block_mse))(tr.params, jnp.stack(zs), jnp.stack(xs))
+        return block_mse_all(tr.params, jnp.stack(zs), jnp.stack(xs))
 
     mse_stl = tr.by_arm(forgetting_for(np.asarray(second_to_last), 21))
     mse_last = tr.by_arm(forgetting_for(np.asarray(last_ctx), 22))
