@@ -39,6 +39,7 @@ from typing import Sequence
 from absl import app, flags
 
 from benchmarks import common
+from experiments.host_devices import request_host_devices
 
 _QUICK, _OUT = common.define_run_flags(
     "Short run, print only.", "docs/disentangle/BENCHMARK.md",
@@ -59,10 +60,7 @@ _PROFILE = flags.DEFINE_bool(
 
 def request_devices(devices: int | None, profile: bool) -> None:
     """Sets ``XLA_FLAGS`` for the host devices (and op tracing); call before JAX starts."""
-    n = devices or len(os.sched_getaffinity(0))
-    if n > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + f" --xla_force_host_platform_device_count={n}").strip()
+    request_host_devices(devices or "auto", envs=())
     if profile:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_cpu_enable_xprof_traceme=true").strip()
