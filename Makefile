@@ -16,7 +16,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,experiments]'
+	$(PY) -m pip install --quiet -e '.[test,experiments,slurm]'
 	touch $(STAMP)
 
 demo: $(STAMP)

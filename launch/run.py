@@ -38,6 +38,16 @@ vmap). If its results.json has ``per_seed``: a list of dicts aligned with
 (the shared top-level keys updated with its ``per_seed`` entry); otherwise the
 merged job is one row with a ``seeds`` column.
 
+``--executor=slurm`` submits the unfinished jobs as one SLURM array job instead (see
+`launch.slurm` for the code snapshot, requeue on preemption and the records it keeps)::
+
+    python -m launch.run --sweep=FILE --executor=slurm [--slurm_partition=P --timeout_min=60
+        --cpus_per_job=1 --gpus_per_job=0 --array_parallelism=64 --tasks_per_job=1
+        --slurm_setup="module load cuda" --allow_dirty --wait]
+    python -m launch.run --sweep=FILE --status   # finished / running / pending / failed
+    python -m launch.run --sweep=FILE --retry    # resubmit only the failed jobs
+    python -m launch.run --sweep=FILE --cancel   # scancel the sweep's unfinished jobs
+
 After the run, ``<root>/results.csv`` (one row per run: overrides + flattened
 results) and ``<root>/summary.md`` (mean ± std over seeds per setting) are written,
 unless the sweep turns aggregation off (``Sweep.aggregate``) or ``--noaggregate``.
@@ -54,6 +64,7 @@ from typing import NoReturn, Sequence
 from absl import app, flags
 
 from launch import runner
+from launch import slurm
 from launch.sweep import load_sweep
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path/to/sweep.py[:arg].")
@@ -70,6 +81,34 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the jobs and commands; run
 _AGGREGATE = flags.DEFINE_bool(
     "aggregate", None,
     "Write results.csv and summary.md after the run (default: the sweep's aggregate).")
+
+_EXECUTOR = flags.DEFINE_enum("executor", "local", ("local", "slurm"),
+                              "local: processes on this machine; slurm: one SLURM array job.")
+_STATUS = flags.DEFINE_bool("status", False,
+                            "Print each job's state (finished/running/pending/failed) and log.")
+_RETRY = flags.DEFINE_bool("retry", False, "Resubmit only the failed jobs to SLURM.")
+_CANCEL = flags.DEFINE_bool("cancel", False, "Cancel the sweep's unfinished SLURM jobs.")
+_WAIT = flags.DEFINE_bool("wait", False,
+                          "With --executor=slurm or --retry: block until the jobs end, then "
+                          "print their status and aggregate.")
+_ALLOW_DIRTY = flags.DEFINE_bool(
+    "allow_dirty", False,
+    "Submit from a checkout with uncommitted changes (they are copied into the snapshot).")
+_DEFAULTS = slurm.SlurmOptions()
+_PARTITION = flags.DEFINE_string("slurm_partition", _DEFAULTS.slurm_partition,
+                                 "SLURM partition (default: the cluster's default).")
+_TIMEOUT = flags.DEFINE_integer("timeout_min", _DEFAULTS.timeout_min,
+                                "Time limit of each job in minutes (then requeued).")
+_CPUS = flags.DEFINE_integer("cpus_per_job", _DEFAULTS.cpus_per_job, "CPUs of each job.")
+_GPUS = flags.DEFINE_integer("gpus_per_job", _DEFAULTS.gpus_per_job, "GPUs of each job.")
+_MEM = flags.DEFINE_float("mem_gb", _DEFAULTS.mem_gb, "Memory of each job in GB.")
+_ARRAY_PARALLELISM = flags.DEFINE_integer("array_parallelism", _DEFAULTS.array_parallelism,
+                                          "At most this many array elements run at once.")
+_TASKS = flags.DEFINE_integer(
+    "tasks_per_job", _DEFAULTS.tasks_per_job,
+    "jax.distributed processes per job (>1 adds --distributed to the experiment).")
+_SETUP = flags.DEFINE_multi_string("slurm_setup", list(_DEFAULTS.slurm_setup),
+                                   "Shell line run before each job (repeatable).")
 
 _VERBOSE = flags.DEFINE_bool("verbose", False,
                              "Show the Python traceback of a bad sweep file as well.")
@@ -110,7 +149,25 @@ def main(argv: Sequence[str]) -> int:
         _fail(f"bad sweep {_SWEEP.value!r}. {type(e).__name__}: {e}")
     root = _ROOT.value or sweep.root or os.path.join(
         "workdirs", "sweeps", os.path.splitext(os.path.basename(_SWEEP.value.partition(":")[0]))[0])
+    actions = [n for n, f in (("--status", _STATUS), ("--retry", _RETRY), ("--cancel", _CANCEL))
+               if f.value]
+    if len(actions) > 1:
+        _fail(f"bad command line. {' and '.join(actions)} exclude each other; give one.")
+    slurm_flags = [f"--{name}" for name in ("slurm_partition", "timeout_min", "cpus_per_job",
+                                            "gpus_per_job", "mem_gb", "array_parallelism",
+                                            "tasks_per_job", "slurm_setup", "allow_dirty", "wait")
+                   if flags.FLAGS[name].present]
+    if slurm_flags and _EXECUTOR.value != "slurm" and not (_RETRY.value or _CANCEL.value):
+        _fail(f"bad command line. {', '.join(slurm_flags)} only apply with --executor=slurm "
+              "(or --retry); add --executor=slurm.")
+    if _EXECUTOR.value == "slurm" and _MODE.value != "processes":
+        _fail("bad command line. --mode=vmap is local only; with --executor=slurm use "
+              "--mode=processes (each array element is one job).")
     try:
+        if actions:
+            return _slurm_action(actions[0], sweep, root)
+        if _EXECUTOR.value == "slurm":
+            return _slurm_submit(sweep, root, only=None)
         report = runner.run_sweep(sweep, root, parallel=_PARALLEL.value, mode=_MODE.value,
                                   dry_run=_DRY_RUN.value, aggregate=_AGGREGATE.value)
     except runner.SweepError as e:
@@ -118,6 +175,45 @@ def main(argv: Sequence[str]) -> int:
             traceback.print_exc()
         _fail(f"bad sweep {_SWEEP.value!r}. {e}")
     return report.exit_code
+
+
+def _options() -> slurm.SlurmOptions:
+    return slurm.SlurmOptions(
+        slurm_partition=_PARTITION.value, timeout_min=_TIMEOUT.value, cpus_per_job=_CPUS.value,
+        gpus_per_job=_GPUS.value, mem_gb=_MEM.value,
+        array_parallelism=_ARRAY_PARALLELISM.value, tasks_per_job=_TASKS.value,
+        slurm_setup=tuple(_SETUP.value or ()))
+
+
+def _slurm_submit(sweep, root: str, only) -> int:
+    results, job_id = slurm.submit(sweep, root, _options(), allow_dirty=_ALLOW_DIRTY.value,
+                                   only=only, dry_run=_DRY_RUN.value)
+    if any(r.status == "invalid" for r in results):
+        return 2
+    if job_id is None or not _WAIT.value:
+        return 0
+    rows = slurm.wait(sweep, root)
+    print(slurm.format_status(rows), flush=True)
+    aggregate = sweep.aggregate if _AGGREGATE.value is None else _AGGREGATE.value
+    if aggregate:
+        slurm.aggregate(root, log=print)
+    return 1 if any(r.state == "failed" for r in rows) else 0
+
+
+def _slurm_action(action: str, sweep, root: str) -> int:
+    if action == "--status":
+        rows = slurm.status(sweep, root)
+        print(slurm.format_status(rows), flush=True)
+        return 1 if any(r.state == "failed" for r in rows) else 0
+    if action == "--cancel":
+        slurm.cancel(sweep, root, log=print)
+        return 0
+    failed = slurm.failed_jobs(sweep, root)
+    if not failed:
+        print("no failed jobs to retry", flush=True)
+        return 0
+    print(f"resubmitting {len(failed)} failed job(s): {', '.join(failed)}", flush=True)
+    return _slurm_submit(sweep, root, only=failed)
 
 
 if __name__ == "__main__":

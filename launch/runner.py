@@ -318,6 +318,76 @@ def _job_env(cwd: str, extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def check_config_files(sweep: Sweep, cwd: str) -> None:
+    """Every config file the sweep names exists under the project root `cwd`."""
+    for spec in sweep.configs():
+        config_path = spec.partition(":")[0]
+        if not os.path.isfile(os.path.join(cwd, config_path)):
+            raise SweepError(
+                f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
+                "run from the project root or pass cwd=")
+
+
+def prepare(sweep: Sweep, root: str, *, mode: str, cwd: str, python: str | None,
+            log: Callable[[str], None], split: bool = True,
+            where: str = "") -> tuple[list[Job], list[JobResult]]:
+    """What every executor does before running anything: check the config files, plan
+    the jobs (finished ones skipped) and validate every job to run.
+
+    Returns ``(jobs to run, results)``: ``results`` holds the skipped jobs, or, when any
+    job is invalid, only the invalid ones (status ``"invalid"``; nothing may then run)."""
+    check_config_files(sweep, cwd)
+    to_run, done = plan(sweep, root, mode)
+    invalid = validate_jobs(sweep, to_run, cwd)
+    if invalid:
+        results = []
+        for job in to_run:
+            if job.name in invalid:
+                workdir = os.path.join(root, job.name)
+                results.append(JobResult(job, workdir, "invalid",
+                                         jobs_lib.command(sweep, job, workdir, python),
+                                         note=invalid[job.name]))
+        log(f"error: sweep {sweep.name}: {len(invalid)} of {len(to_run)} job(s) to run have an "
+            "invalid config; nothing was run. Fix the sweep file (or the config) and rerun:")
+        for r in results:
+            log(f"  invalid  {r.job.name}: {r.note}")
+        return to_run, results
+    results = [JobResult(j, os.path.join(root, j.name), "skipped",
+                         jobs_lib.command(sweep, j, os.path.join(root, j.name), python))
+               for j in done]
+    log(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, mode={mode}, {len(to_run)} to run "
+        f"({len(done)} already finished), {where + ', ' if where else ''}root={root}")
+    for r in results:
+        if r.job.is_merged and split:
+            try:  # in case a previous run stopped before splitting
+                r.note = split_per_seed(root, r.job)
+            except (OSError, ValueError) as e:
+                r.note = f"cannot split {RESULTS_FILE}: {e}"
+        log(f"  skipped  {r.job.name}  (complete)")
+    return to_run, results
+
+
+def write_job_file(sweep: Sweep, job: Job, workdir: str, mode: str, argv: Sequence[str],
+                   **extra: Any) -> None:
+    """``<workdir>/job.json``: the job's overrides and command (and `extra` keys)."""
+    meta = {"name": job.name, "overrides": job.overrides, "mode": mode,
+            "experiment": sweep.experiment, "config": job.config or sweep.config,
+            "command": shlex.join(argv), **extra}
+    if job.is_merged:
+        meta["seed_jobs"] = [j.name for j in job.seed_jobs]
+    _write_json(os.path.join(workdir, JOB_FILE), meta)
+
+
+def open_log(workdir: str, argv: Sequence[str]):
+    """``<workdir>/log.txt`` opened for appending, with a header line for this launch."""
+    # pylint: disable-next=consider-using-with
+    logfile = open(os.path.join(workdir, LOG_FILE), "ab")
+    logfile.write(f"{_LAUNCH_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                  f"{shlex.join(argv)}\n".encode())
+    logfile.flush()
+    return logfile
+
+
 def run_sweep(
     sweep: Sweep | str,
     root: str,
@@ -364,40 +434,10 @@ def run_sweep(
     aggregate = sweep.aggregate if aggregate is None else aggregate
     cwd = os.path.abspath(cwd or os.getcwd())
     root = os.path.abspath(root)
-    for spec in sweep.configs():
-        config_path = spec.partition(":")[0]
-        if not os.path.isfile(os.path.join(cwd, config_path)):
-            raise SweepError(
-                f"config file {config_path!r} of sweep {sweep.name!r} not found under {cwd}; "
-                "run from the project root or pass cwd=")
-
-    to_run, done = plan(sweep, root, mode)
-    invalid = validate_jobs(sweep, to_run, cwd)
-    if invalid:
-        results = []
-        for job in to_run:
-            if job.name in invalid:
-                workdir = os.path.join(root, job.name)
-                results.append(JobResult(job, workdir, "invalid",
-                                         jobs_lib.command(sweep, job, workdir, python),
-                                         note=invalid[job.name]))
-        log(f"error: sweep {sweep.name}: {len(invalid)} of {len(to_run)} job(s) to run have an "
-            "invalid config; nothing was run. Fix the sweep file (or the config) and rerun:")
-        for r in results:
-            log(f"  invalid  {r.job.name}: {r.note}")
+    to_run, results = prepare(sweep, root, mode=mode, cwd=cwd, python=python, log=log,
+                              split=not dry_run, where=f"parallel={parallel}")
+    if any(r.status == "invalid" for r in results):
         return RunReport(results)
-    results = [JobResult(j, os.path.join(root, j.name), "skipped",
-                         jobs_lib.command(sweep, j, os.path.join(root, j.name), python))
-               for j in done]
-    log(f"sweep {sweep.name}: {len(sweep.jobs)} jobs, mode={mode}, {len(to_run)} to run "
-        f"({len(done)} already finished), parallel={parallel}, root={root}")
-    for r in results:
-        if r.job.is_merged and not dry_run:
-            try:  # in case a previous run stopped before splitting
-                r.note = split_per_seed(root, r.job)
-            except (OSError, ValueError) as e:
-                r.note = f"cannot split {RESULTS_FILE}: {e}"
-        log(f"  skipped  {r.job.name}  (complete)")
 
     if dry_run:
         for job in to_run:
@@ -458,17 +498,8 @@ def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, m
                 workdir = os.path.join(root, job.name)
                 os.makedirs(workdir, exist_ok=True)
                 argv = jobs_lib.command(sweep, job, workdir, python)
-                meta = {"name": job.name, "overrides": job.overrides, "mode": mode,
-                        "experiment": sweep.experiment, "config": job.config or sweep.config,
-                        "command": shlex.join(argv)}
-                if job.is_merged:
-                    meta["seed_jobs"] = [j.name for j in job.seed_jobs]
-                _write_json(os.path.join(workdir, JOB_FILE), meta)
-                # pylint: disable-next=consider-using-with
-                logfile = open(os.path.join(workdir, LOG_FILE), "ab")
-                logfile.write(f"{_LAUNCH_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                              f"{shlex.join(argv)}\n".encode())
-                logfile.flush()
+                write_job_file(sweep, job, workdir, mode, argv)
+                logfile = open_log(workdir, argv)
                 proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=logfile,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=functools.partial(_child_setup,
