@@ -19,6 +19,18 @@ use by another process, a damaged workdir file, a diverged run. ``--verbose`` (o
 ``--debug``) shows the Python traceback as well. Any other exception is a bug and
 shows its traceback.
 
+Several processes: ``--distributed`` makes the run one process of a ``jax.distributed``
+program (``jax.distributed.initialize()`` before anything else): every process runs the
+same experiment, ``training.fit`` shards the networks over the devices of all of them,
+and only process 0 writes the workdir. Under SLURM (``srun``, or ``launch.run
+--executor=slurm --tasks_per_job=N``) the peers are found from the job's environment;
+by hand, start each process with ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=i`` (process 0 listens on that port)::
+
+    python -m experiments.disentangle.main --config=experiments/disentangle/config.py:smoke \
+        --workdir=DIR --distributed --coordinator_address=127.0.0.1:12355 \
+        --num_processes=2 --process_id=0     # and --process_id=1 in a second shell
+
 ``--config_override_ok=field,...`` resumes a workdir with fields that differ from the
 config it was made with, on purpose (e.g. ``train.lr`` after a diverged run); each
 change is recorded in the workdir's ``history.jsonl``. Fields every experiment
@@ -63,6 +75,16 @@ _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Show the Python traceback of a user error (bad config, missing data, "
     "workdir conflict, ...) as well as its message.")
 flags.DEFINE_alias("debug", "verbose")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Run as one process of a jax.distributed program (jax.distributed.initialize(); "
+    "under SLURM or another cluster the peers are found from its environment).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (manual launch).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: how many processes (manual launch).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this process's index (manual launch).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -270,6 +292,37 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     return rest
 
 
+def start_distributed() -> None:
+    """``jax.distributed.initialize`` as the ``--distributed`` flags ask (nothing without
+    them); a bad combination exits with status 2. Processes other than 0 log warnings only."""
+    manual = {"coordinator_address": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
+              "process_id": _PROCESS_ID.value}
+    given = [k for k, v in manual.items() if v is not None]
+    if not _DISTRIBUTED.value:
+        if given:
+            fail("bad command line", f"--{given[0]} applies only to a distributed run; add "
+                 "--distributed.")
+        return
+    if given and len(given) != len(manual):
+        missing = [f"--{k}" for k in manual if k not in given]
+        fail("bad command line", f"a manual --distributed launch needs --coordinator_address, "
+             f"--num_processes and --process_id together; also give {', '.join(missing)} "
+             "(or none of them, to let jax.distributed find the cluster).")
+    if given and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+        fail("bad command line", f"--process_id must be in [0, --num_processes), got "
+             f"{_PROCESS_ID.value} of {_NUM_PROCESSES.value}.")
+    import jax  # pylint: disable=import-outside-toplevel
+
+    try:
+        jax.distributed.initialize(**{k: v for k, v in manual.items() if v is not None})
+    except (ValueError, RuntimeError) as e:
+        fail("cannot start the distributed run", f"jax.distributed.initialize failed: {e}. "
+             "Start every process with the same --coordinator_address and --num_processes, "
+             "or run under a cluster manager jax detects (SLURM).")
+    if jax.process_index() != 0:
+        logging.set_verbosity(logging.WARNING)
+
+
 def launch(run: Union[Callable[..., object], str], *,
            validate: Optional[Callable[..., object]] = None,
            extra_errors: Optional[Mapping[type, str]] = None) -> None:
@@ -284,6 +337,7 @@ def launch(run: Union[Callable[..., object], str], *,
             fail("bad command line", f"unexpected arguments {argv[1:]}; every setting is "
                  "a --flag (config fields as --config.a.b=value).")
         logging.set_verbosity(logging.INFO)
+        start_distributed()
         run_fn, validate_fn = run, validate
         if isinstance(run, str):
             module = importlib.import_module(run)

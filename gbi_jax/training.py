@@ -5,8 +5,16 @@ their states are stacked on a leading axis and every step is ``vmap``ped, so
 seeds, experimental arms (different data streams) and hyper-parameter values
 that only change data run as one compiled program. When the process sees more
 than one device (e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on
-a 2-core CPU), the member axis is sharded across devices; ``member_block`` runs
-each device's members in sequential cache-sized blocks (speed only).
+a 2-core CPU, or several ``jax.distributed`` processes), the member axis is sharded
+across all devices; ``member_block`` runs each device's members in sequential
+cache-sized blocks (speed only).
+
+Several processes (``jax.distributed.initialize()``, e.g. ``--distributed`` of the
+experiments): every process calls :func:`fit` with the same arguments; each device
+trains its share of the members, every process reads the same metrics (so all reach
+the same decisions), orbax checkpoints are written once for all, only process 0
+writes ``metrics.jsonl`` (:class:`~gbi_jax.workdir.Workdir` skips writes elsewhere),
+and every process gets the whole final state on its first local device.
 
 Randomness: member ``m`` uses ``key_m = PRNGKey(seeds[m])``; its init key and
 the key of step ``s`` are ``fold_in``s of it, so results do not depend on the
@@ -213,11 +221,59 @@ def member_mesh() -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(jax.devices()), ("members",))
 
 
+def _multiprocess() -> bool:
+    """True in a ``jax.distributed`` program of several processes."""
+    return jax.process_count() > 1
+
+
+def _host(tree: PyTree) -> PyTree:
+    """NumPy copies of (possibly multi-process, sharded) arrays, the same on every process."""
+    if _multiprocess():
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def _global(tree: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
+    """Global arrays of `sharding` from values every process holds in full (host or local
+    device arrays); each process transfers only the shards of its own devices."""
+    def one(a):
+        if a is None:
+            return None
+        value = np.asarray(a)
+        return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _replicated() -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(member_mesh(), jax.sharding.PartitionSpec())
+
+
 def _shard_members(tree: PyTree) -> PyTree:
-    """Place the (padded) member axis across all local devices."""
+    """Place the (padded) member axis across all devices (of every process)."""
     mesh = member_mesh()
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
+    if _multiprocess():
+        return _global(tree, sharding)
     return jax.device_put(tree, sharding)
+
+
+def _unpadded(state: PyTree, m: int) -> PyTree:
+    """The first `m` members; as NumPy arrays (the same on every process) when several
+    processes share the member axis."""
+    if _multiprocess():
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], _host(state))
+    return jax.tree_util.tree_map(lambda a: a[:m], state)
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (no-op in a one-process program)."""
+    if _multiprocess():
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 class _quiet_orbax:
@@ -245,8 +301,12 @@ def _checkpoint_manager(path: str, max_to_keep: int = 2):
 
 
 def _save(manager, step: int, state: TrainState) -> None:
+    """Save ``state`` (every process calls it in a multi-process program; orbax writes
+    each array once, from the process that owns it)."""
     import orbax.checkpoint as ocp
 
+    if _multiprocess():  # one layout whatever the device count: replicated, unpadded
+        state = _global(state, _replicated())
     with _quiet_orbax():
         manager.save(step, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
@@ -314,6 +374,8 @@ def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, T
 
     _ignore_closed_event_loop()
     directory = os.fspath(manager.directory)
+    if _multiprocess():  # every process reads the whole (replicated) state
+        abstract = _global(abstract, _replicated())
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)
     want = _leaf_specs(target)
     corrupt = []
@@ -346,13 +408,19 @@ def _restore(manager, abstract: TrainState, name: str = "train") -> tuple[int, T
             corrupt.append((step, f"its data cannot be read ({_short(e)})"))
             continue
         _set_aside(directory, corrupt, name)
+        if _multiprocess():
+            restored = jax.tree_util.tree_map(jnp.asarray, _host(restored))
         return step, restored
     _set_aside(directory, corrupt, name)
     return 0, None
 
 
 def _set_aside(directory: str, corrupt: list[tuple[int, str]], name: str) -> None:
-    """Move corrupt checkpoints to ``<directory>.corrupt/`` (kept for inspection)."""
+    """Move corrupt checkpoints to ``<directory>.corrupt/`` (kept for inspection; by
+    process 0 of a multi-process program, the others wait)."""
+    if jax.process_index() != 0:
+        _barrier(f"set_aside_{name}")
+        return
     for step, why in corrupt:
         dest_dir = directory.rstrip("/") + ".corrupt"
         os.makedirs(dest_dir, exist_ok=True)
@@ -360,6 +428,7 @@ def _set_aside(directory: str, corrupt: list[tuple[int, str]], name: str) -> Non
         os.replace(os.path.join(directory, str(step)), dest)
         logging.warning("[%s] skipped the checkpoint at step %d: it is corrupt, %s; moved it "
                         "to %s", name, step, why, dest)
+    _barrier(f"set_aside_{name}")
 
 
 def _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_block,
@@ -430,8 +499,7 @@ def _run_chunk(chunk_fn, state: TrainState, member_data: PyTree, keys: jax.Array
     """One compiled chunk; its metrics on host as ``[M, size]`` (one sync per chunk; the
     padding members and the padded steps of a short last chunk dropped)."""
     new_state, metrics = chunk_fn(state, member_data, keys, limit)
-    metrics = {k: np.asarray(v)[:num_members, :size]
-               for k, v in jax.device_get(metrics).items()}
+    metrics = {k: np.asarray(v)[:num_members, :size] for k, v in _host(metrics).items()}
     return new_state, metrics
 
 
@@ -496,7 +564,7 @@ def _check_params(params: PyTree, *, step: int, seeds: Sequence[int], name: str,
                   last_saved: Optional[int], where: Optional[str]) -> None:
     """Refuse to save parameters that are not finite (the last update of a chunk is not
     covered by any loss of that chunk)."""
-    finite = np.asarray(_finite_members(params))[:len(seeds)]
+    finite = np.asarray(_host(_finite_members(params)))[:len(seeds)]
     if finite.all():
         return
     raise _divergence(name, f"non-finite parameters after step {step}", step=step,
@@ -636,7 +704,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                               last_saved=last_saved, where=where)
             workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
             if save:
-                _save(manager, step, jax.tree_util.tree_map(lambda a: a[:m], state))
+                _save(manager, step, _unpadded(state, m))
                 last_saved = step
         _log_progress(name, step, num_steps, metrics["loss"],
                       (step - start) / max(time.time() - t0, 1e-9))
@@ -645,8 +713,13 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
 
     history = {k: np.stack(v) for k, v in hist.items()} if hist else {}
     if workdir is not None:
+        _barrier(f"fit_{name}_logged")  # process 0 has written every row
         steps_log, history = _logged_history(workdir, name)
-    if sharded:
+    if sharded and _multiprocess():
+        # Every process gets the whole unpadded state on its first local device, so
+        # evaluation code runs unchanged (each process the same; process 0 writes).
+        state = jax.device_put(_unpadded(state, m), jax.local_devices()[0])
+    elif sharded:
         # Hand back single-device arrays without the padding members. Slicing a
         # member-sharded array leaves it replicated over the host devices, and later
         # jitted work on it then runs as an SPMD program; a ridge solve (LAPACK custom

@@ -9,6 +9,10 @@ and recorded in ``history.jsonl``). Every file is written atomically (a temporar
 file, then ``os.replace``); ``metrics.jsonl`` is appended to, one row per line, and
 reconciled with the checkpoints on every start (:meth:`Workdir.reconcile_metrics`).
 One process at a time works in a workdir (:meth:`Workdir.lock`).
+
+In a ``jax.distributed`` program of several processes only process 0 writes: on the
+others every write method (claim, lock, metrics, results, arrays, report, figures,
+completion marker) does nothing, so every process can run the same code.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
@@ -147,11 +152,27 @@ def from_jsonable(obj: Any) -> Any:
     return obj
 
 
+def process_index() -> int:
+    """This process's index in a ``jax.distributed`` program (0 without JAX or alone)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return 0
+    try:
+        return int(jax.process_index())
+    except Exception:  # pylint: disable=broad-except  # no backend: a one-process program
+        return 0
+
+
 class Workdir:
     """Paths and small file helpers of one run directory."""
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the workdir (process 0 of a multi-process program)."""
+        return process_index() == 0
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -190,6 +211,8 @@ class Workdir:
           WorkdirConflictError: any other field differs (the message lists them, old ->
             new), or ``config.json`` is not valid JSON.
         """
+        if not self.writer:
+            return os.path.exists(self.file(CONFIG_FILE))
         cfg = to_jsonable(config)
         ignore, override_ok = tuple(ignore), tuple(override_ok)
         existing_path = self.file(CONFIG_FILE)
@@ -289,6 +312,9 @@ class Workdir:
         Raises:
           WorkdirLockedError: another process holds the lock (names its PID).
         """
+        if not self.writer:  # process 0 holds the lock for the program
+            yield
+            return
         path = self.file(LOCK_FILE)
         held = Workdir._held.get(path)
         if held is not None:
@@ -335,6 +361,8 @@ class Workdir:
 
     def append_metrics(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append one JSON line per row to ``metrics.jsonl``."""
+        if not self.writer:
+            return
         self._append_lines(self.file(METRICS_FILE),
                            [json.dumps(to_jsonable(row)) for row in rows])
 
@@ -391,8 +419,8 @@ class Workdir:
         """
         rows, torn = self._read_metric_lines()
         kept = [r for r in rows if not (key in r and r[key] > max_step)]
-        if len(kept) == len(rows) and not torn:
-            return 0
+        if (len(kept) == len(rows) and not torn) or not self.writer:
+            return len(rows) - len(kept)
         _atomic_write(self.file(METRICS_FILE),
                       lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept)))
         return len(rows) - len(kept)
@@ -401,6 +429,8 @@ class Workdir:
     def write_results(self, results: Mapping[str, Any], name: str = RESULTS_FILE) -> str:
         """Write ``results`` as JSON, keys in the order the run made them (figures drawn
         from the file list datasets, pairs, ... in that order)."""
+        if not self.writer:
+            return self.file(name)
         path = self.file(name)
         _atomic_write(path, lambda f: json.dump(to_jsonable(results), f, indent=2))
         return path
@@ -414,6 +444,8 @@ class Workdir:
 
     def write_text(self, name: str, text: str) -> str:
         """Write ``text`` to ``name`` atomically (a temporary file, then ``os.replace``)."""
+        if not self.writer:
+            return self.file(name)
         path = self.file(name)
         _atomic_write(path, lambda f: f.write(text))
         return path
@@ -427,6 +459,8 @@ class Workdir:
         An older marker is removed first, so a run interrupted anywhere in between is
         not complete; calling ``finish`` again redoes all of it (it is idempotent).
         """
+        if not self.writer:
+            return
         marker = self.file(COMPLETE_FILE)
         if os.path.exists(marker):
             os.remove(marker)
@@ -447,6 +481,8 @@ class Workdir:
     # -- arrays -------------------------------------------------------------
     def write_arrays(self, arrays: Mapping[str, Any], name: str = ARRAYS_FILE) -> str:
         """Save named arrays (numbers or strings; no pickled objects) as one ``.npz``."""
+        if not self.writer:
+            return self.file(name)
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         for k, v in arrays.items():
             if v.dtype == object:
