@@ -30,10 +30,11 @@ B, N, H = 16, 24, 64  # batch, tasks (outputs), hidden units
 
 
 def fig1_member_block() -> int:
-    """The cache block size of the Fig. 1 config (``runtime.member_block``)."""
+    """The cache block size the Fig. 1 config trains with here (``runtime.member_block``,
+    unset: the platform default of ``training.resolve_member_block``)."""
     from experiments.disentangle.config import get_config
 
-    return get_config("fig1").runtime.member_block
+    return training.resolve_member_block(get_config("fig1").runtime.member_block)
 
 
 def jax_runner(members: int, steps: int, member_block=None):

@@ -120,6 +120,19 @@ def _check_member_block(member_block) -> None:
         raise ValueError(f"member_block must be a positive integer or None, got {member_block!r}.")
 
 
+CPU_MEMBER_BLOCK = 5
+
+
+def resolve_member_block(member_block: Optional[int],
+                         cpu_default: int = CPU_MEMBER_BLOCK) -> Optional[int]:
+    """``member_block`` if set, else the platform default: ``cpu_default`` networks per
+    block on CPU (cache blocking; 5 measured about 1.2x faster than one vmap of 13 small
+    RNNs per core), none on GPU/TPU (one vmap keeps the device busy)."""
+    if member_block is not None:
+        return member_block
+    return cpu_default if jax.default_backend() == "cpu" else None
+
+
 def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
     """``[start, stop)`` bounds splitting ``n`` members into ``ceil(n / member_block)``
     blocks of near-equal size (sizes differ by at most one; the larger come first).

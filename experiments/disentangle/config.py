@@ -104,10 +104,12 @@ def _base() -> ml_collections.ConfigDict:
     # resumed or re-evaluated with other values (``Workdir.claim`` ignores them).
     rt = c.runtime = ml_collections.ConfigDict()
     # Cache blocking of training (``gbi_jax.training.make_chunk_fn``): each device
-    # runs its networks in sequential blocks of at most this many (None: one vmap
-    # over all). 5 splits the 13 networks per core of Fig. 1 into 5 / 4 / 4, measured
-    # about 1.2x faster than one block of 13 on the 2-core host, bitwise-equal results.
-    rt.member_block = 5
+    # runs its networks in sequential blocks of at most this many (a value >= the
+    # networks per device: one vmap over all). Unset: the platform default
+    # (``training.resolve_member_block``): 5 on CPU, which splits the 13 networks per
+    # core of Fig. 1 into 5 / 4 / 4, measured about 1.2x faster than one block of 13 on
+    # the 2-core host with bitwise-equal results; no blocking on GPU/TPU.
+    rt.member_block = ml_collections.config_dict.placeholder(int)
 
     e = c.eval = ml_collections.ConfigDict()
     e.decoder = "adam"  # adam (authors) | ridge (closed form)

@@ -253,7 +253,7 @@ def train_group(config, name, members, wd):
         seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
         chunk_size=config.train.chunk_size, workdir=wd, log_every=config.train.log_every,
         checkpoint_every=config.train.checkpoint_every,
-        member_block=config.runtime.member_block, name=name,
+        member_block=training.resolve_member_block(config.runtime.member_block), name=name,
         max_loss=config.train.max_loss, max_grad_norm=config.train.max_grad_norm)
     return task, net, insts, fit
 
