@@ -20,7 +20,8 @@ Each job runs ``python -m <experiment> --config=<config> --workdir=<root>/<name>
 validated; if one is invalid (an unknown field, a bad value, a config variant that
 does not exist) nothing runs, each invalid job is listed with the reason and the exit
 status is 2 (``--dry_run`` reports them the same way). At most ``--parallel`` jobs run
-at once (default: the sweep's ``parallel``, else the number of cores; 1 for sweeps whose
+at once (default: the sweep's ``parallel``, else one per GPU, or one per core without
+GPUs, each job on its own GPU: see `launch.runner`; 1 for sweeps whose
 jobs each use every core). ``--root`` defaults to the sweep's ``root``, else
 ``workdirs/sweeps/<sweep file stem>``. Jobs whose
 workdir holds the completion marker ``complete.json`` (written by the experiment after
@@ -73,7 +74,8 @@ _ROOT = flags.DEFINE_string(
     "Sweep root directory (default: the sweep's root, else workdirs/sweeps/<sweep file stem>).")
 _PARALLEL = flags.DEFINE_integer(
     "parallel", None,
-    "Maximum concurrent jobs (default: the sweep's parallel, else number of CPU cores).",
+    "Maximum concurrent jobs (default: the sweep's parallel, else one per GPU, or one per "
+    "CPU core without GPUs).",
     lower_bound=1)
 _MODE = flags.DEFINE_enum("mode", "processes", runner.MODES,
                           "processes: one process per job; vmap: merge seeds into one job.")

@@ -23,6 +23,16 @@ dies (``PR_SET_PDEATHSIG``), so even ``kill -9`` of the runner stops its jobs. O
 platform, each experiment holds its workdir's lock while it runs, so a second writer on
 one workdir (e.g. a rerun of the sweep while an orphan still runs) is refused.
 
+Devices: with no ``parallel`` given (and none in the sweep), one job runs per
+accelerator when the machine has GPUs (counted with ``nvidia-smi -L``, or from
+``CUDA_VISIBLE_DEVICES``) and one per CPU core otherwise (TPU hosts: one job, which
+uses every chip). On a GPU machine each job gets its own GPU through
+``CUDA_VISIBLE_DEVICES`` (the least busy one when jobs outnumber GPUs); then, since
+several JAX processes share a GPU, each job also gets
+``XLA_PYTHON_CLIENT_PREALLOCATE=false`` and ``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 1 /
+(jobs per GPU), rounded down to a hundredth. A variable already set in the environment
+is never overridden.
+
 Modes:
     processes  one subprocess per job (the default).
     vmap       jobs that differ only in ``seed`` become one subprocess run with
@@ -310,6 +320,76 @@ def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], l
     return to_run, done
 
 
+@dataclasses.dataclass(frozen=True)
+class Accelerators:
+    """What `detect_accelerators` found: ``kind`` is "gpu", "tpu" or "cpu"; ``ids`` the
+    GPU indices jobs may be given (empty for CPU and TPU)."""
+    kind: str
+    ids: tuple[str, ...] = ()
+
+
+def detect_accelerators() -> Accelerators:
+    """The machine's accelerators, found without importing JAX: the GPUs listed by
+    ``nvidia-smi -L`` (restricted to ``CUDA_VISIBLE_DEVICES`` when set), else TPU chips
+    (``/dev/accel*``, ``/dev/vfio/[0-9]*``), else none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = tuple(v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1")
+        if ids:
+            return Accelerators("gpu", ids)
+    else:
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=20, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        n = sum(line.startswith("GPU ") for line in out.splitlines())
+        if n:
+            return Accelerators("gpu", tuple(str(i) for i in range(n)))
+    import glob  # pylint: disable=import-outside-toplevel
+
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
+        return Accelerators("tpu")
+    return Accelerators("cpu")
+
+
+def default_parallel(accelerators: Accelerators) -> int:
+    """Jobs at once when neither ``--parallel`` nor the sweep says: one per GPU, one on a
+    TPU host, one per CPU core otherwise."""
+    if accelerators.kind == "gpu":
+        return len(accelerators.ids)
+    if accelerators.kind == "tpu":
+        return 1
+    return os.cpu_count() or 1
+
+
+class DevicePool:
+    """Hands each starting job a GPU (the least busy) and the environment that goes
+    with it; :meth:`release` when the job ends. A no-op without GPUs."""
+
+    def __init__(self, accelerators: Accelerators, parallel: int):
+        self.ids = list(accelerators.ids) if accelerators.kind == "gpu" else []
+        self.busy = {i: 0 for i in self.ids}
+        self.per_device = -(-parallel // len(self.ids)) if self.ids else 0
+
+    def acquire(self, base_env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+        if not self.ids:
+            return None, {}
+        device = min(self.ids, key=lambda i: (self.busy[i], self.ids.index(i)))
+        self.busy[device] += 1
+        env = {"CUDA_VISIBLE_DEVICES": device}
+        if self.per_device > 1:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{int(100 / self.per_device) / 100:.2f}"
+        # The user's own settings win (CUDA_VISIBLE_DEVICES set means: these ids).
+        return device, {k: v for k, v in env.items()
+                        if k == "CUDA_VISIBLE_DEVICES" or k not in base_env}
+
+    def release(self, device: str | None) -> None:
+        if device is not None:
+            self.busy[device] -= 1
+
+
 def _job_env(cwd: str, extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH", "")) if p)
@@ -408,7 +488,7 @@ def run_sweep(
         sweep: a `Sweep`, or a sweep file spec ``path.py[:arg]``.
         root: sweep root directory; one workdir per job is made under it.
         parallel: maximum number of concurrent subprocesses (default: the sweep's
-            ``parallel``, else the CPU count).
+            ``parallel``, else one per GPU, or per CPU core without GPUs).
         mode: "processes" or "vmap" (see module docstring).
         dry_run: print the plan and commands; run and write nothing.
         cwd: project root the jobs run in (config paths are relative to it and
@@ -428,7 +508,8 @@ def run_sweep(
         sweep = load_sweep(sweep)
     if mode not in MODES:
         raise SweepError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    parallel = parallel or sweep.parallel or os.cpu_count() or 1
+    accelerators = detect_accelerators()
+    parallel = parallel or sweep.parallel or default_parallel(accelerators)
     if parallel < 1:
         raise SweepError(f"parallel must be >= 1, got {parallel}")
     aggregate = sweep.aggregate if aggregate is None else aggregate
@@ -448,7 +529,8 @@ def run_sweep(
         return RunReport(results)
 
     results += _execute(sweep, to_run, root, parallel=parallel, mode=mode, cwd=cwd,
-                        python=python, env=_job_env(cwd, env), log=log, poll_seconds=poll_seconds)
+                        python=python, env=_job_env(cwd, env), log=log, poll_seconds=poll_seconds,
+                        devices=DevicePool(accelerators, parallel))
     report = RunReport(results)
     log(f"sweep {sweep.name}: {report.summary()}")
     for r in report.failed:
@@ -485,10 +567,13 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, mode: str,
              cwd: str, python: str | None, env: dict[str, str],
-             log: Callable[[str], None], poll_seconds: float) -> list[JobResult]:
+             log: Callable[[str], None], poll_seconds: float,
+             devices: DevicePool | None = None) -> list[JobResult]:
     """Runs `to_run` with at most `parallel` live subprocesses; returns their results."""
     pending = collections.deque(to_run)
     running: dict[subprocess.Popen, tuple[Job, list[str], float, Any]] = {}
+    device_of: dict[subprocess.Popen, str | None] = {}
+    devices = devices or DevicePool(Accelerators("cpu"), parallel)
     finished: list[JobResult] = []
     total = len(to_run)
     try:
@@ -500,14 +585,17 @@ def _execute(sweep: Sweep, to_run: Sequence[Job], root: str, *, parallel: int, m
                 argv = jobs_lib.command(sweep, job, workdir, python)
                 write_job_file(sweep, job, workdir, mode, argv)
                 logfile = open_log(workdir, argv)
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=logfile,
+                device, device_env = devices.acquire(env)
+                proc = subprocess.Popen(argv, cwd=cwd, env={**env, **device_env}, stdout=logfile,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=functools.partial(_child_setup,
                                                                      os.getpid()))
                 running[proc] = (job, argv, time.monotonic(), logfile)
-                log(f"  started  {job.name}")
+                device_of[proc] = device
+                log(f"  started  {job.name}" + (f"  (GPU {device})" if device else ""))
             for proc in [p for p in running if p.poll() is not None]:
                 job, argv, start, logfile = running.pop(proc)
+                devices.release(device_of.pop(proc))
                 logfile.close()
                 result = _finish(root, job, argv, proc.returncode, start, time.monotonic())
                 finished.append(result)

@@ -504,3 +504,56 @@ def test_cli_runs_sweep_and_exits_nonzero_on_failure(tmp_path):
          "--mode=threads"], cwd=FIXTURES, env=env, capture_output=True, text=True, timeout=60,
         check=False)
     assert bad.returncode != 0 and "--mode" in bad.stderr
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+
+def _fake_nvidia_smi(tmp_path, gpus):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    script.write_text("#!/bin/sh\n" + "".join(
+        f"echo 'GPU {i}: NVIDIA H200 (UUID: GPU-{i})'\n" for i in range(gpus)))
+    script.chmod(0o755)
+    return str(bin_dir)
+
+
+def test_accelerators_are_detected_without_jax(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, 3) + os.pathsep + os.environ["PATH"])
+    found = runner.detect_accelerators()
+    assert found == runner.Accelerators("gpu", ("0", "1", "2"))
+    assert runner.default_parallel(found) == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert runner.detect_accelerators() == runner.Accelerators("gpu", ("5", "7"))
+    assert runner.default_parallel(runner.Accelerators("cpu")) == os.cpu_count()
+    assert runner.default_parallel(runner.Accelerators("tpu")) == 1
+
+
+def test_device_pool_gives_each_job_the_least_busy_gpu_and_memory_shares():
+    one_each = runner.DevicePool(runner.Accelerators("gpu", ("0", "1")), parallel=2)
+    assert one_each.acquire({}) == ("0", {"CUDA_VISIBLE_DEVICES": "0"})
+    assert one_each.acquire({}) == ("1", {"CUDA_VISIBLE_DEVICES": "1"})
+    shared = runner.DevicePool(runner.Accelerators("gpu", ("0", "1")), parallel=6)
+    got = [shared.acquire({})[0] for _ in range(4)]
+    assert got == ["0", "1", "0", "1"]
+    shared.release("1")
+    device, env = shared.acquire({"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.9"})
+    assert device == "1"  # the freed slot is reused
+    assert env == {"CUDA_VISIBLE_DEVICES": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    _, env = shared.acquire({})
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.33"  # 3 jobs per GPU, rounded down
+    assert runner.DevicePool(runner.Accelerators("cpu"), 4).acquire({}) == (None, {})
+
+
+def test_sweep_on_a_gpu_machine_runs_one_job_per_gpu_each_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, 2) + os.pathsep + os.environ["PATH"])
+    report = run(product(sweep("seed", (0, 1, 2, 3)), fixed("sleep", 0.3)), tmp_path / "root")
+    assert report.exit_code == 0
+    assert max_concurrency(report.results) <= 2  # default parallel: one per GPU
+    envs = [read_json(os.path.join(r.workdir, "results.json"))["device_env"]
+            for r in report.results]
+    assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in envs) == ["0", "0", "1", "1"]
+    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] is None for e in envs)  # one job per GPU
