@@ -310,18 +310,26 @@ def _checkpoint_manager(path: str, max_to_keep: int = 2):
     with _quiet_orbax():
         return ocp.CheckpointManager(
             path, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                   enable_async_checkpointing=False))
+                                                   enable_async_checkpointing=True))
 
 
 def _save(manager, step: int, state: TrainState) -> None:
-    """Save ``state`` (every process calls it in a multi-process program; orbax writes
-    each array once, from the process that owns it)."""
+    """Start saving ``state`` in the background (the previous save is finished first;
+    every process calls it in a multi-process program, orbax writes each array once).
+    A save cut short leaves only a temporary directory: the older checkpoints stay and
+    :func:`_restore` never picks an unfinished one."""
     import orbax.checkpoint as ocp
 
     if _multiprocess():  # one layout whatever the device count: replicated, unpadded
         state = _global(state, _replicated())
     with _quiet_orbax():
+        manager.wait_until_finished()
         manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def _finish_saves(manager) -> None:
+    """Wait for the background save (at the end of a fit, or before an error propagates)."""
+    with _quiet_orbax():
         manager.wait_until_finished()
 
 
@@ -507,15 +515,6 @@ def _init_or_restore(state: TrainState, workdir: Optional[Workdir],
     return state, start, manager, restored is not None
 
 
-def _run_chunk(chunk_fn, state: TrainState, member_data: PyTree, keys: jax.Array, limit,
-               num_members: int, size: int) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """One compiled chunk; its metrics on host as ``[M, size]`` (one sync per chunk; the
-    padding members and the padded steps of a short last chunk dropped)."""
-    new_state, metrics = chunk_fn(state, member_data, keys, limit)
-    metrics = {k: np.asarray(v)[:num_members, :size] for k, v in _host(metrics).items()}
-    return new_state, metrics
-
-
 def _checkpoint_words(last_saved: Optional[int], where: Optional[str]) -> str:
     if where is None:
         return "nothing was saved (no workdir)"
@@ -696,33 +695,49 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
     t0 = time.time()
     chunk_index = 0
     limit = jnp.asarray(num_steps, jnp.int32)
-    while step < num_steps:
-        size = min(chunk_size, num_steps - step)
-        new_state, metrics = _run_chunk(chunk_fn, state, member_data, keys, limit, m, size)
-        _check_divergence(metrics, step=step, seeds=seeds, name=name, last_saved=last_saved,
-                          where=where, max_loss=max_loss, max_grad_norm=max_grad_norm)
-        state = new_state
-        rows = _log_rows(metrics, step, log_every)
-        if workdir is None:  # with a workdir the history is read back from metrics.jsonl
-            for row_step, row in rows:
-                steps_log.append(row_step)
-                for k, v in row.items():
-                    hist.setdefault(k, []).append(v)
-        step += size
-        chunk_index += 1
-        if workdir is not None:
-            save = chunk_index % checkpoint_every == 0 or step == num_steps
-            if save:
-                _check_params(state.params, step=step, seeds=seeds, name=name,
-                              last_saved=last_saved, where=where)
-            workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
-            if save:
-                _save(manager, step, _unpadded(state, m))
-                last_saved = step
-        _log_progress(name, step, num_steps, metrics["loss"],
-                      (step - start) / max(time.time() - t0, 1e-9))
-        if on_chunk is not None:
-            on_chunk(step)
+    # The device never waits for the host: chunk k + 1 is dispatched before chunk k's
+    # metrics are read (its input state is donated, so a state that is to be saved is
+    # copied first, on device), and checkpoints are written in the background.
+    pending = chunk_fn(state, member_data, keys, limit) if step < num_steps else None
+    try:
+        while step < num_steps:
+            size = min(chunk_size, num_steps - step)
+            new_state, metrics_dev = pending
+            next_step = step + size
+            save = workdir is not None and ((chunk_index + 1) % checkpoint_every == 0
+                                            or next_step == num_steps)
+            if next_step < num_steps:
+                kept = jax.tree_util.tree_map(jnp.copy, new_state) if save else None
+                pending = chunk_fn(new_state, member_data, keys, limit)
+                new_state = kept
+            metrics = {k: np.asarray(v)[:m, :size] for k, v in _host(metrics_dev).items()}
+            _check_divergence(metrics, step=step, seeds=seeds, name=name,
+                              last_saved=last_saved, where=where, max_loss=max_loss,
+                              max_grad_norm=max_grad_norm)
+            state = new_state
+            rows = _log_rows(metrics, step, log_every)
+            if workdir is None:  # with a workdir the history is read back from metrics.jsonl
+                for row_step, row in rows:
+                    steps_log.append(row_step)
+                    for k, v in row.items():
+                        hist.setdefault(k, []).append(v)
+            step = next_step
+            chunk_index += 1
+            if workdir is not None:
+                if save:
+                    _check_params(state.params, step=step, seeds=seeds, name=name,
+                                  last_saved=last_saved, where=where)
+                workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
+                if save:
+                    _save(manager, step, _unpadded(state, m))
+                    last_saved = step
+            _log_progress(name, step, num_steps, metrics["loss"],
+                          (step - start) / max(time.time() - t0, 1e-9))
+            if on_chunk is not None:
+                on_chunk(step)
+    finally:
+        if manager is not None:
+            _finish_saves(manager)
 
     history = {k: np.stack(v) for k, v in hist.items()} if hist else {}
     if workdir is not None:

@@ -89,11 +89,14 @@ def test_two_processes_killed_after_a_checkpoint_resume_identically(one_process,
     outs = _fit(tmp_path / "wd", tmp_path / "params.npz", processes=2, devices=2, die_at=30)
     assert all(rc == -9 for rc, _ in outs), [rc for rc, _ in outs]
     assert not (tmp_path / "params.npz").exists()
-    assert "30" in os.listdir(tmp_path / "wd" / "checkpoints" / "train")
+    # Checkpoints are written in the background: the kill may cut the one of step 30.
+    saved = [int(d) for d in os.listdir(tmp_path / "wd" / "checkpoints" / "train")
+             if d.isdigit()]
+    assert saved and max(saved) in (20, 30), saved
     outs = _fit(tmp_path / "wd", tmp_path / "params.npz", processes=2, devices=2)
     for rc, text in outs:
         assert rc == 0, text
-    assert all("started at step 30" in text for _, text in outs)
+    assert all(f"started at step {max(saved)}" in text for _, text in outs)
     want, got = np.load(one_process / "params.npz"), np.load(tmp_path / "params.npz")
     for k in ("w1", "w2", "history_loss"):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
