@@ -1,10 +1,16 @@
 """Shared pytest configuration.
 
 Tests marked ``@pytest.mark.slow`` (paper-scale or long runs; the marker is
-declared in setup.cfg) are skipped unless ``--runslow`` is given.
+declared in setup.cfg) are skipped unless ``--runslow`` is given. Tests marked
+``@pytest.mark.float64`` (they switch on ``jax.enable_x64``) run on CPU and GPU only,
+and every test computes its float32 matmuls at full precision (GPUs and TPUs default to
+faster reduced-precision passes), so the suite checks the same numbers on any machine.
+Multi-device checks start their own processes on CPU host devices
+(``JAX_PLATFORMS=cpu``, ``--xla_force_host_platform_device_count``).
 """
 
 import os
+import sys
 
 import pytest
 
@@ -22,9 +28,30 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    if any("float64" in item.keywords for item in items):
+        import jax
+
+        if jax.default_backend() not in ("cpu", "gpu"):
+            skip64 = pytest.mark.skip(
+                reason=f"float64 test: {jax.default_backend()} has no float64 arithmetic")
+            for item in items:
+                if "float64" in item.keywords:
+                    item.add_marker(skip64)
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow test: run with --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _full_precision_matmuls(request):
+    """Full float32 matmul precision inside every JAX test (a no-op on CPU)."""
+    if "jax" not in sys.modules:
+        yield
+        return
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield

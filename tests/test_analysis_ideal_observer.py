@@ -44,6 +44,7 @@ def _brute_force(log_lik, transition, initial):
     return posterior, predictive, np.log(evidence)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("num_contexts,length", [(2, 1), (2, 4), (2, 6), (3, 3), (3, 6)])
 @pytest.mark.parametrize("use_initial", [True, False])
 def test_forward_filter_matches_brute_force_enumeration(num_contexts, length, use_initial):
@@ -119,6 +120,7 @@ def test_shared_shift_of_log_likelihoods_only_shifts_evidence():
     np.testing.assert_allclose(b.log_evidence - a.log_evidence, shift.sum(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.float64
 def test_long_sequence_is_stable_in_log_space():
     """Likelihoods of order exp(-1e4) would underflow a probability-space filter."""
     rng = np.random.default_rng(0)

@@ -91,3 +91,19 @@ def test_disentangle_train_report_ratio():
     assert "`python -m benchmarks.disentangle_train --quick`" in text
     assert "| jax_vmapped | 2,000 | 20.0x |" in text
     assert "**Per-network ratio gbi_jax (vmapped) / PyTorch: 20.0x**" in text
+
+
+def test_device_check_quick_measures_inference_and_training(tmp_path):
+    """The device check's small mode on this CPU: every table row is a measured rate."""
+    out = tmp_path / "check.md"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.device_check", "--quick", "--notests",
+                        "--sizes=100,1000", f"--out={out}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = out.read_text()
+    rows = re.findall(r"^\| ([\d,]+) \| ([\d,]+) \| ([\d.e+]+) \| ([\d.]+)% \|", text, re.M)
+    assert [n for n, *_ in rows] == ["100", "1,000"]
+    assert all(float(lat.replace(",", "")) > 0 and float(p) > 0 for _, lat, _, p in rows)
+    rate = re.search(r"\*\*([\d,]+) network-steps/s\*\*", text)
+    assert rate and int(rate.group(1).replace(",", "")) > 0
+    assert "measured float32 matmul peak" in text and "backend: cpu" in text

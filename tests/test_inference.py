@@ -105,6 +105,7 @@ def test_one_step_equals_exact_bayes_for_linear_gaussian(num_tasks, dim_x, sq_no
     np.testing.assert_array_equal(np.asarray(res.prediction)[clear], bayes[clear])
 
 
+@pytest.mark.float64
 def test_one_step_first_order_identity_for_any_linear_decoder():
     """Without the equal-geometry construction the quadratic term differs per k,
     but the exact second-order identity still holds for a quadratic loss."""
@@ -295,6 +296,7 @@ def test_optimize_zero_steps_returns_initial_latent():
 # --------------------------------------------------------------------------
 # Gradients against finite differences (float64, scoped so x64 does not leak).
 # --------------------------------------------------------------------------
+@pytest.mark.float64
 def test_one_step_grad_matches_central_differences():
     with jax.enable_x64(True):
         params = tuple(jnp.asarray(p) for p in _decoder(5, dtype=np.float64))
@@ -312,6 +314,7 @@ def test_one_step_grad_matches_central_differences():
     assert jnp.zeros(1).dtype == jnp.float32  # x64 did not leak
 
 
+@pytest.mark.float64
 def test_l2_penalty_gradients():
     with jax.enable_x64(True):
         anchor = jnp.asarray([0.25, 0.25, 0.25, 0.25])
@@ -326,6 +329,7 @@ def test_l2_penalty_gradients():
             inference.l2_penalty(z, anchor, "l1")
 
 
+@pytest.mark.float64
 def test_differentiating_through_primitives_matches_finite_differences():
     """Meta-gradients through the scans (e.g. w.r.t. data or decoder weights)."""
     with jax.enable_x64(True):

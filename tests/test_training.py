@@ -236,7 +236,8 @@ def test_members_shard_over_two_host_devices(tmp_path):
 
     tests = os.path.dirname(os.path.abspath(__file__))
     path = str(tmp_path / "w.npy")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", _SHARD_SCRIPT.format(tests=tests, path=path)],
                    check=True, env=env, cwd=os.path.dirname(tests), timeout=300)
     sharded, single, blocked = np.load(path)
