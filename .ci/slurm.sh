@@ -20,6 +20,7 @@ if [ -z "$cmd" ] || [ -z "$dir" ]; then
 fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+chmod 755 "$dir"  # the daemons run as munge, mysql and slurm: they must reach DIR
 pids="$dir/pids"
 
 stop_all() {
