@@ -56,6 +56,24 @@ def decision_states(task: EvidenceTask, apply_fn: Callable, params, inst: TaskIn
     return flat(h), flat(x), flat(out), flat(y)
 
 
+def on_local_devices(tree):
+    """``tree`` (leading axis: networks) split over this process's devices, the last
+    network repeated to fill the last device; unchanged on one device. The vmapped
+    evaluation then runs each device's networks on that device."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return tree
+    mesh = jax.sharding.Mesh(np.array(devices), ("networks",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("networks"))
+
+    def place(a):
+        extra = (-a.shape[0]) % len(devices)
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)]) if extra else a
+        return jax.device_put(a, sharding)
+
+    return jax.tree_util.tree_map(place, tree)
+
+
 def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskInstance,
                    n_tasks: np.ndarray, ecfg, *, free_rt: bool) -> dict:
     """OOD / ID r^2, angles and decision accuracy for M stacked networks.
@@ -69,6 +87,9 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     Adam steps follow the N-dependent schedule ``ecfg.decoder_steps``
     (``decoding.decoder_steps``) through ``active_steps`` so every N shares one compiled
     loop.
+
+    The M networks are one ``vmap``, split over the local devices (:func:`on_local_devices`;
+    each device evaluates its own networks, nothing is gathered onto one device).
 
     Returns numpy arrays: ``ood_r2 [M, F, fits]``, ``id_r2 [M, F, fits]``,
     ``angles [M, F, fits, pairs]``, ``accuracy [M]`` (decision outputs vs labels,
@@ -106,8 +127,10 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
                                       x_test=x_test, active_steps=n_steps, **decoder)
         return ood.r2, idr.r2, decoding.decoder_angles(ood.weights), accuracy
 
-    keys = jax.random.split(key, jax.tree_util.tree_leaves(params)[0].shape[0])
-    run = jax.jit(lambda p, i, k, s: jax.lax.map(per_network, (p, i, k, s)))
-    ood, idr, angles, acc = jax.device_get(run(params, insts, keys, steps))
+    m = jax.tree_util.tree_leaves(params)[0].shape[0]
+    args = on_local_devices((params, insts, jax.random.split(key, m), steps))
+    run = jax.jit(jax.vmap(lambda p, i, k, s: per_network((p, i, k, s))))
+    ood, idr, angles, acc = jax.tree_util.tree_map(lambda a: a[:m],
+                                                   jax.device_get(run(*args)))
     return {"ood_r2": np.asarray(ood), "id_r2": np.asarray(idr), "angles": np.asarray(angles),
             "accuracy": np.asarray(acc), "folds": folds}
