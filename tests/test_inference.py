@@ -744,3 +744,14 @@ def test_chunked_batches_equal_unchunked(n, chunk):
     np.testing.assert_allclose(c.grad, d.grad, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="chunk_size"):
         inference.one_step_batch(loss, z0, xs, chunk_size=0)
+
+
+def test_auto_chunk_size_is_cache_blocking_on_cpu_only(monkeypatch):
+    assert inference.resolve_chunk_size(7) == 7 and inference.resolve_chunk_size(None) is None
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert inference.resolve_chunk_size("auto") == inference.CPU_CHUNK_SIZE
+    for accelerator in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda a=accelerator: a)
+        assert inference.resolve_chunk_size("auto") is None
+    with pytest.raises(ValueError, match="chunk_size"):
+        inference.per_example(lambda z, x: z, chunk_size="fast")
