@@ -217,3 +217,31 @@ def xla_op_profile(fn: Callable[[], Any], hlo_text: str, *, calls: int = 1, devi
         rows.append({"op": name, "ms": ns / 1e6 / devices / calls,
                      "count": count[name] / devices / calls, "shape": shape, "source": src})
     return rows, wall
+
+
+def matmul_flops(fn: Callable[..., Any], *args) -> float:
+    """Matmul FLOPs of one call ``fn(*args)``, counted in its jaxpr: ``2 x`` output size
+    ``x`` contracted size of every ``dot_general``, scan bodies times their length,
+    ``shard_map`` bodies times the mesh size (while loops: once)."""
+    import math
+
+    import jax
+
+    def count(jaxpr) -> float:
+        total = 0.0
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name == "dot_general":
+                (lhs_c, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval.shape
+                total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
+                    lhs[d] for d in lhs_c)
+                continue
+            scale = float(eqn.params["length"]) if name == "scan" else 1.0
+            if name == "shard_map":
+                scale = float(eqn.params["mesh"].size)
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                total += scale * count(sub)
+        return total
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)

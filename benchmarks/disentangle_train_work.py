@@ -42,7 +42,8 @@ def jax_runner(members: int, steps: int, member_block=None):
     (``member_block``: cache blocks per device as ``training.fit`` runs them).
 
     Returns ``(run, padded)``: ``padded`` is the member count after padding to the
-    device count; ``run.hlo_text()`` gives the compiled program's HLO.
+    device count; ``run.hlo_text()`` gives the compiled program's HLO, ``run.matmul_flops()``
+    the matmul FLOPs of one call (`common.matmul_flops`).
     """
     task = EvidenceTask(max_tasks=N, encoders=("relu",))  # as Fig. 1 builds it
     net = Network("rnn", task.input_size, N, hidden=H)
@@ -65,6 +66,7 @@ def jax_runner(members: int, steps: int, member_block=None):
         jax.block_until_ready(metrics["loss"])
 
     run.hlo_text = lambda: chunk.lower(holder["state"], insts, keys, limit).compile().as_text()
+    run.matmul_flops = lambda: common.matmul_flops(chunk, holder["state"], insts, keys, limit)
     return run, int(jax.tree_util.tree_leaves(state)[0].shape[0])
 
 

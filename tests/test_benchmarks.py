@@ -106,4 +106,18 @@ def test_device_check_quick_measures_inference_and_training(tmp_path):
     assert all(float(lat.replace(",", "")) > 0 and float(p) > 0 for _, lat, _, p in rows)
     rate = re.search(r"\*\*([\d,]+) network-steps/s\*\*", text)
     assert rate and int(rate.group(1).replace(",", "")) > 0
+    share = re.search(r"network-steps/s\*\*, ([\d.e+]+) matmul FLOP/s = ([\d.]+)% of peak", text)
+    assert share and float(share.group(1)) > 0 and float(share.group(2)) > 0, text
     assert "measured float32 matmul peak" in text and "backend: cpu" in text
+
+
+def test_matmul_flops_counts_dots_and_scan_lengths():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import common
+
+    a, w = jnp.ones((8, 4)), jnp.ones((4, 4))
+    assert common.matmul_flops(lambda x: x @ w, a) == 2 * 8 * 4 * 4
+    loop = lambda x: jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=5)[0]  # noqa: E731
+    assert common.matmul_flops(jax.jit(jax.vmap(loop)), jnp.ones((3, 8, 4))) == 3 * 5 * 2 * 8 * 4 * 4
