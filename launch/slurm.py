@@ -50,6 +50,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -99,12 +100,15 @@ class SlurmOptions:
         if self.mem_gb is not None and not self.mem_gb > 0:
             raise runner.SweepError(f"--mem_gb must be > 0, got {self.mem_gb!r}")
 
-    def executor_parameters(self) -> dict[str, Any]:
-        """``submitit.SlurmExecutor.update_parameters`` keywords."""
+    def executor_parameters(self, code: str | None = None) -> dict[str, Any]:
+        """``submitit.SlurmExecutor.update_parameters`` keywords. With `code` (the
+        snapshot), the job script changes into it after the ``slurm_setup`` lines, so
+        submitit's own process (which loads `JobCommand`) runs the snapshot's code too."""
+        setup = list(self.slurm_setup) + ([f"cd {shlex.quote(code)}"] if code else [])
         params: dict[str, Any] = dict(
             time=self.timeout_min, cpus_per_task=self.cpus_per_job, nodes=1,
             ntasks_per_node=self.tasks_per_job, array_parallelism=self.array_parallelism,
-            setup=list(self.slurm_setup))
+            setup=setup)
         if self.slurm_partition:
             params["partition"] = self.slurm_partition
         if self.gpus_per_job:
@@ -436,7 +440,7 @@ def submit(sweep: Sweep, root: str, options: SlurmOptions, *, cwd: str | None = 
     folder = os.path.join(root, SLURM_DIR, "submitit")
     executor = submitit.SlurmExecutor(folder=os.path.join(folder, "%j"), max_num_timeout=1000)
     executor.update_parameters(job_name=f"gbi:{sweep.name}", signal_delay_s=60,
-                               **options.executor_parameters())
+                               **options.executor_parameters(snap["code"]))
     env = {"PYTHONPATH": snap["code"], "PYTHONUNBUFFERED": "1"}
     submitted = []
     with executor.batch():

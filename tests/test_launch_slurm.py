@@ -94,6 +94,28 @@ def test_snapshot_refuses_a_dirty_tree_unless_asked(tmp_path):
     assert open(os.path.join(snap["code"], "code.py")).read() == "x = 1\n"
 
 
+def test_the_job_script_runs_submitits_process_from_the_snapshot(tmp_path):
+    """submitit's own process (which unpickles `JobCommand`) starts in the job script's
+    directory: the script changes into the snapshot after the user's setup lines, so a
+    requeued element never loads the checkout's (possibly edited) launch code."""
+    from submitit.slurm.slurm import _make_sbatch_string  # pylint: disable=import-outside-toplevel
+    code = tmp_path / "code dir"
+    (code / "launch").mkdir(parents=True)
+    (code / "launch" / "__init__.py").write_text("")
+    (code / "launch" / "slurm.py").write_text("")
+    params = slurm.SlurmOptions(slurm_setup=("export A=1",)).executor_parameters(str(code))
+    assert params["setup"] == ["export A=1", f"cd '{code}'"]
+    script = _make_sbatch_string(command="python -m submitit.core._submit F",
+                                 folder=str(tmp_path), **params)
+    assert script.index("export A=1") < script.index(f"cd '{code}'") < script.index("srun")
+    setup = "\n".join(params["setup"])
+    out = subprocess.run(["bash", "-c", f"{setup}\n{sys.executable} -c "
+                          "'import launch.slurm; print(launch.slurm.__file__)'"], cwd=ROOT,
+                         capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.stdout.strip() == str(code / "launch" / "slurm.py")
+
+
 def test_parse_sacct_expands_pending_ranges_and_keeps_the_last_start():
     text = "12_0|COMPLETED\n12_1|RUNNING\n12_1|REQUEUED\n12_[2-4,7%2]|PENDING\n13|CANCELLED by 0\n"
     states = slurm.parse_sacct(text)
