@@ -273,7 +273,7 @@ def _read_speeches(path: str) -> str:
 
 
 _WIKI_DROP = [r"(?s)<!--.*?-->", r"(?s)<ref[^>]*/>", r"(?s)<ref.*?</ref>", r"(?s)\{\|.*?\|\}",
-              r"<[^>]+>", r"\[\[(?:File|Image|Category):[^\]]*\]\]", r"\[https?://\S+ ([^\]]*)\]",
+              r"<[^>]+>", r"\[https?://\S+ ([^\]]*)\]",
               r"'{2,}", r"^=+ *| *=+$", r"^[*#:;]+ *"]
 
 
@@ -283,6 +283,7 @@ def _strip_wiki(text: str) -> str:
         if new == text:
             break
         text = new
+    text = re.sub(r"\[\[(?:File|Image|Category):[^\]]*\]\]", " ", text)
     text = re.sub(r"\[\[(?:[^\]|]*\|)?([^\]]*)\]\]", r"\1", text)
     for pattern in _WIKI_DROP:
         text = re.sub(pattern, lambda m: m.group(1) if m.re.groups else " ", text,
@@ -361,7 +362,7 @@ def build(out: str, cache: Optional[str] = None, corpora=None, log=print) -> dic
     if unknown:
         from gbi_jax.validation import FieldError
 
-        raise FieldError(f"corpora: unknown {unknown}; choose from {', '.join(CORPORA)}.")
+        raise FieldError("corpora", f"unknown {unknown}; choose from {', '.join(CORPORA)}.")
     t0 = time.perf_counter()
     manifest = {"cache": cache, "packages": {}, "corpora": {}}
     for name in names:

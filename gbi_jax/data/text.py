@@ -78,7 +78,20 @@ _PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "
 
 
 def normalize(text: str) -> str:
-    """The normalisation applied to every corpus (see the module docstring)."""
+    """The normalisation applied to every corpus (see the module docstring).
+
+    Idempotent: applied to its own output it changes nothing (a normalised file
+    read back by :func:`read_corpora` is unchanged).
+    """
+    text = _normalize_once(text)
+    while True:
+        again = _normalize_once(text)
+        if again == text:
+            return text
+        text = again
+
+
+def _normalize_once(text: str) -> str:
     text = unicodedata.normalize("NFKD", text.translate(_PUNCT)).replace("\r\n", "\n").replace("\r", "\n")
     text = text.encode("ascii", "ignore").decode("ascii")
     text = _BRACKETS.sub(" ", text)
@@ -112,8 +125,9 @@ def corpus_files(directory: str) -> dict[str, str]:
             continue
         stem = name.split(".", 1)[0]
         if stem in files:
-            raise FieldError(f"{directory}: two files for class {stem!r} ({os.path.basename(files[stem])}, "
-                             f"{name}); keep one text file per sub-corpus.")
+            raise FieldError(directory, f"has two files for class {stem!r} "
+                             f"({os.path.basename(files[stem])}, {name}); keep one text file "
+                             "per sub-corpus.")
         files[stem] = path
     if not files:
         raise _fail_dir(directory, "holds no text file")
@@ -153,7 +167,7 @@ def block_split(text: str, budget_chars: Optional[int] = DEFAULT_BUDGET_CHARS,
         n = budget_chars // block_chars
         if n > n_all:
             raise FieldError(
-                f"budget_chars: corpus {name!r} has {n_all * block_chars} characters in "
+                "budget_chars:", f"corpus {name!r} has {n_all * block_chars} characters in "
                 f"whole blocks of {block_chars}, fewer than the budget {budget_chars}; "
                 "lower budget_chars or drop the corpus.")
     starts = (np.arange(n, dtype=np.int64) * n_all // max(n, 1)) * block_chars
@@ -199,7 +213,7 @@ def _examples(texts: dict[str, str], split: str, budget_chars, block_chars):
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
-        raise FieldError(f"split: {split!r} is not one of {', '.join(SPLITS)}.")
+        raise FieldError("split", f"{split!r} is not one of {', '.join(SPLITS)}.")
     return split
 
 
@@ -257,7 +271,7 @@ def _builder_class():
             directory = os.fspath(dl_manager.manual_dir)
             texts = read_corpora(directory)
             if list(texts) != self._class_names:
-                raise FieldError(f"{directory}: classes {list(texts)} differ from "
+                raise FieldError(directory, f"has classes {list(texts)}, not "
                                  f"{self._class_names}.")
             self.info.metadata.update(source_dir=os.path.abspath(directory),
                                       budget_chars=self._budget, block_chars=self._block,
