@@ -72,6 +72,7 @@ _STAGE_LINE = re.compile(r"^\s*(enter|re-enter|exit|exeunt|flourish|alarum|senne
 _SPEAKER = re.compile(r"^[ \t]*(?:#[ \t]*)?[A-Z][A-Z'\-]+(?:[ \t][A-Z][A-Z'\-]+){0,3}"
                       r"(?:[.:]|[ \t]*$)[ \t]*", re.MULTILINE)
 _SPACE = re.compile(r"\s+")
+_UNPRINTABLE = re.compile(r"[^ -~]")
 _PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2013": "-",
                         "\u2014": "--", "\u2026": "...", "\u00a0": " "})
@@ -97,7 +98,7 @@ def _normalize_once(text: str) -> str:
     text = _BRACKETS.sub(" ", text)
     text = _STAGE_LINE.sub(" ", text)
     text = _SPEAKER.sub(" ", text)
-    text = "".join(c if " " <= c <= "~" else " " for c in text)
+    text = _UNPRINTABLE.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
 
 
