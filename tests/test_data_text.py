@@ -48,7 +48,8 @@ def test_loader_reads_babylm_layout(tmp_path):
 
 
 def test_loader_errors_say_how_to_get_data(tmp_path):
-    for path, what in [(tmp_path / "missing", "does not exist"), (tmp_path, "holds no text file")]:
+    for path, what in [(tmp_path / "missing", "does not exist"),
+                       (tmp_path, "holds no text file")]:
         with pytest.raises(DatasetNotFoundError, match=what) as e:
             text.read_corpora(path)
         assert "python -m gbi_jax.data.corpora prepare --out=DIR" in str(e.value)
@@ -64,7 +65,8 @@ def test_normalize():
            "Enter GHOST, armed\n# JERRY\nCaf\u00e9\t\tcr\u00e8me  \u201cbr\u00fbl\u00e9e\u201d\n"
            "  KING CLAUDIUS: Stay.\r\nI. The end\x00\x07")
     out = text.normalize(raw)
-    assert out == 'To be, or not to be -- that\'s the question. Cafe creme "brulee" Stay. I. The end'
+    assert out == ('To be, or not to be -- that\'s the question. Cafe creme "brulee" Stay. '
+                   "I. The end")
     assert text.normalize(out) == out
     two_lines = "[Enter\nHORATIO] Hail [to\nyour lordship]."
     assert text.normalize(two_lines) == "Hail ." == text.normalize(text.normalize(two_lines))

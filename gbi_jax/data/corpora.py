@@ -46,7 +46,6 @@ import io
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -369,13 +368,11 @@ def build(out: str, cache: Optional[str] = None, corpora=None, log=print) -> dic
         group, package, reader = CORPORA[name]
         path = None
         if package is not None:
-            t = time.perf_counter()
             path = fetch(package, cache)
-            kind, req, fname, digest = PACKAGES[package]
+            _, req, fname, digest = PACKAGES[package]
             manifest["packages"][package] = {"requirement": req, "file": fname,
                                              "sha256": digest,
                                              "bytes": os.path.getsize(path)}
-            del t
         text = normalize(reader(path))
         os.makedirs(os.path.join(out, group), exist_ok=True)
         _write_atomic(os.path.join(out, group, f"{name}.txt"), text)

@@ -93,7 +93,8 @@ def normalize(text: str) -> str:
 
 
 def _normalize_once(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text.translate(_PUNCT)).replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize("NFKD", text.translate(_PUNCT))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = text.encode("ascii", "ignore").decode("ascii")
     text = _BRACKETS.sub(" ", text)
     text = _STAGE_LINE.sub(" ", text)
@@ -103,7 +104,8 @@ def _normalize_once(text: str) -> str:
 
 
 def _fail_dir(directory: str, what: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(f"Text corpus directory {directory!r} {what}.\n{HOW_TO_GET}")
+    return DatasetNotFoundError(
+        f"Text corpus directory {directory!r} {what}.\n{HOW_TO_GET}")
 
 
 def corpus_files(directory: str) -> dict[str, str]:
