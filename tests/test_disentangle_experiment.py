@@ -252,3 +252,20 @@ def test_cli_smoke(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     with open(os.path.join(tmp_path, "results.json")) as f:
         assert json.load(f)["devices"] == 2
+
+
+def test_evaluation_vmapped_over_networks_equals_one_after_another():
+    """The accelerator path (one vmap over the networks, split over the devices) gives
+    the CPU path's numbers (lax.map over the networks)."""
+    cfg = dis_config.get_config("fig1_smoke")
+    name, group = next(iter(experiment.groups_of(experiment.members_of(cfg)).items()))
+    task, net, insts = experiment.build(cfg, group)
+    params = jax.vmap(net.init)(jax.random.split(jax.random.PRNGKey(0), len(group)))
+    n_tasks = np.asarray([m.n_tasks for m in group])
+    apply_fn = lambda p, x: net.apply(p, x)  # noqa: E731
+    mapped, vmapped = (evaluation.evaluate_group(task, apply_fn, params, insts, n_tasks,
+                                                 cfg.eval, free_rt=False, vmap=v)
+                       for v in (False, True))
+    assert mapped["ood_r2"].shape == (len(group), 4, cfg.eval.fits)
+    for k in ("ood_r2", "id_r2", "angles", "accuracy"):
+        np.testing.assert_allclose(vmapped[k], mapped[k], rtol=1e-4, atol=1e-4, err_msg=k)

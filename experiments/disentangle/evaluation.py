@@ -1,7 +1,7 @@
 """Evaluation of trained networks: OOD / ID r^2, decoder angles, accuracy, attractor.
 
 Everything here works on a *group* of M networks that share a static task and
-model (stacked params and task instances) and is vmapped over them.
+model (stacked params and task instances), vmapped over them on GPU/TPU.
 
 The OOD protocol (Vafidis et al. 2025, Fig. 1): hidden state at the decision step
 (last step) of trials whose latent is restricted to allowed orthants; a linear decoder
@@ -75,7 +75,8 @@ def on_local_devices(tree):
 
 
 def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskInstance,
-                   n_tasks: np.ndarray, ecfg, *, free_rt: bool) -> dict:
+                   n_tasks: np.ndarray, ecfg, *, free_rt: bool,
+                   vmap: bool | None = None) -> dict:
     """OOD / ID r^2, angles and decision accuracy for M stacked networks.
 
     Data per network: one decoder training pool of ``pool_trials`` full-prior trials
@@ -88,8 +89,12 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     (``decoding.decoder_steps``) through ``active_steps`` so every N shares one compiled
     loop.
 
-    The M networks are one ``vmap``, split over the local devices (:func:`on_local_devices`;
-    each device evaluates its own networks, nothing is gathered onto one device).
+    ``vmap`` (default: on GPU/TPU, not on CPU): the M networks are one ``vmap``, split
+    over the local devices (:func:`on_local_devices`; each device evaluates its own
+    networks, nothing is gathered onto one device). Otherwise one network after another
+    (``lax.map``) on one device: on a 2-core CPU host this compiled about 1.3x and ran
+    about 1.2-1.8x faster than the vmap over 2 host devices (25 Fig. 1 networks, reduced
+    decoder budget, a loaded machine). Both give the same numbers up to float rounding.
 
     Returns numpy arrays: ``ood_r2 [M, F, fits]``, ``id_r2 [M, F, fits]``,
     ``angles [M, F, fits, pairs]``, ``accuracy [M]`` (decision outputs vs labels,
@@ -128,8 +133,12 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
         return ood.r2, idr.r2, decoding.decoder_angles(ood.weights), accuracy
 
     m = jax.tree_util.tree_leaves(params)[0].shape[0]
-    args = on_local_devices((params, insts, jax.random.split(key, m), steps))
-    run = jax.jit(jax.vmap(lambda p, i, k, s: per_network((p, i, k, s))))
+    args = (params, insts, jax.random.split(key, m), steps)
+    if (jax.default_backend() != "cpu") if vmap is None else vmap:
+        run = jax.jit(jax.vmap(lambda p, i, k, s: per_network((p, i, k, s))))
+        args = on_local_devices(args)
+    else:
+        run = jax.jit(lambda *a: jax.lax.map(per_network, a))
     ood, idr, angles, acc = jax.tree_util.tree_map(lambda a: a[:m],
                                                    jax.device_get(run(*args)))
     return {"ood_r2": np.asarray(ood), "id_r2": np.asarray(idr), "angles": np.asarray(angles),
