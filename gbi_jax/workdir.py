@@ -11,8 +11,10 @@ reconciled with the checkpoints on every start (:meth:`Workdir.reconcile_metrics
 One process at a time works in a workdir (:meth:`Workdir.lock`).
 
 In a ``jax.distributed`` program of several processes only process 0 writes: on the
-others every write method (claim, lock, metrics, results, arrays, report, figures,
-completion marker) does nothing, so every process can run the same code.
+others every write method (lock, metrics, results, arrays, report, figures, completion
+marker) does nothing, so every process can run the same code; :meth:`Workdir.claim`
+still checks an existing ``config.json`` there, so a conflicting config stops every
+process with the same error.
 """
 
 from __future__ import annotations
@@ -211,8 +213,6 @@ class Workdir:
           WorkdirConflictError: any other field differs (the message lists them, old ->
             new), or ``config.json`` is not valid JSON.
         """
-        if not self.writer:
-            return os.path.exists(self.file(CONFIG_FILE))
         cfg = to_jsonable(config)
         ignore, override_ok = tuple(ignore), tuple(override_ok)
         existing_path = self.file(CONFIG_FILE)
@@ -235,7 +235,7 @@ class Workdir:
                     "Use a new --workdir, or delete this one to start over (a field changed "
                     "on purpose, e.g. a learning rate after a divergence, can be allowed "
                     "with --config_override_ok=<field>).")
-            if paths:
+            if paths and self.writer:  # the other processes check, process 0 records
                 now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 shown = lambda v: repr(v) if v is _ABSENT else v
                 lines = [json.dumps({"time": now, "field": p, "old": shown(_get(old, p)),
@@ -246,6 +246,8 @@ class Workdir:
                 _atomic_write(existing_path,
                               lambda f: json.dump(old, f, indent=2, sort_keys=True))
             return True
+        if not self.writer:  # process 0 writes the claim
+            return False
         self._created_dir = not os.path.isdir(self.path)
         os.makedirs(self.path, exist_ok=True)
         _atomic_write(existing_path, lambda f: json.dump(cfg, f, indent=2, sort_keys=True))

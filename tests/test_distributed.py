@@ -143,3 +143,21 @@ def test_bad_distributed_flags_exit_2(tmp_path, args, words):
     assert r.returncode == 2, r.stderr
     assert words in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "wd").exists()
+
+
+def test_a_conflicting_workdir_stops_every_process_with_exit_2(tmp_path):
+    from gbi_jax.workdir import Workdir
+
+    Workdir(str(tmp_path / "wd")).claim({"figure": "another experiment"})
+    port = _port()
+    outs = _run_all([[sys.executable, "-m", "experiments.disentangle.main",
+                      "--config=experiments/disentangle/config.py:smoke",
+                      f"--workdir={tmp_path / 'wd'}", "--distributed",
+                      f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                      f"--process_id={i}"] for i in range(2)], devices=1)
+    for rc, text in outs:  # process 1 checks the claim too instead of training alone
+        assert rc == 2, text
+        assert "was made by a different config" in text and "Traceback" not in text
+    assert json.loads((tmp_path / "wd" / "config.json").read_text()) == {
+        "figure": "another experiment"}
+    assert set(os.listdir(tmp_path / "wd")) <= {"config.json", "lock"}  # nothing trained
