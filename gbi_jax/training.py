@@ -25,7 +25,10 @@ The loss function signature is::
     loss_fn(params, data, key, step) -> (loss, metrics: dict[str, scalar])
 
 where ``data`` is the member's slice of ``member_data`` (any pytree with a
-leading member axis, or ``None``) and ``step`` the global step (int32).
+leading member axis, or ``None``) and ``step`` the global step (int32). With
+``fit(shared_data=...)``, ``data`` is the pair ``(member slice, shared_data)``:
+data every member reads (a training set indexed by per-member batch schedules) is
+then held once per device instead of once per member.
 """
 
 from __future__ import annotations
@@ -150,7 +153,10 @@ def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
 def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size: int, *,
                   member_block: Optional[int] = None,
                   mesh: Optional[jax.sharding.Mesh] = None):
-    """Jitted ``(states[M], data[M], keys[M], limit) -> (states, metrics[M, chunk])``.
+    """Jitted ``(states[M], data[M], keys[M], limit[, shared]) -> (states, metrics[M, chunk])``.
+
+    ``shared`` (optional): a pytree every member reads whole (not vmapped, not split
+    over devices); ``loss_fn`` then gets ``(member data, shared)`` as its data.
 
     ``chunk_size`` steps run inside one ``lax.scan``; the member axis is ``vmap``ped.
     Steps at or beyond ``limit`` (a traced int) leave the state unchanged, so a
@@ -172,28 +178,34 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     """
     train_step = make_train_step(loss_fn, tx)
 
-    def one_member(state, data, key, limit):
+    def one_member(state, data, key, limit, shared=None):
+        d = data if shared is None else (data, shared)
+
         def body(s, _):
-            new, metrics = train_step(s, data, key)
+            new, metrics = train_step(s, d, key)
             keep = s.step < limit
             s = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
             return s, metrics
 
         return jax.lax.scan(body, state, None, length=chunk_size)
 
-    members = jax.vmap(one_member, in_axes=(0, 0, 0, None))
+    vmapped = jax.vmap(one_member, in_axes=(0, 0, 0, None, None))
+
+    def members(states, data, keys, limit, shared=None):
+        return vmapped(states, data, keys, limit, shared)
+
     _check_member_block(member_block)
     if member_block is None:
         return jax.jit(members, donate_argnums=(0,))
 
-    def blocked(states, data, keys, limit):
+    def blocked(states, data, keys, limit, shared=None):
         n = keys.shape[0]
         outs, prev = [], None
         for a, b in member_blocks(n, member_block):
             part = jax.tree_util.tree_map(lambda x: x[a:b], (states, data, keys))
             if prev is not None:  # block k starts after block k - 1 has finished
                 part, prev = jax.lax.optimization_barrier((part, prev))
-            prev = members(*part, limit)
+            prev = members(*part, limit, shared)
             outs.append(prev)
         return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
 
@@ -201,6 +213,7 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     if mesh is not None:
         spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
         fn = jax.shard_map(blocked, mesh=mesh, in_specs=(spec, spec, spec,
+                                                          jax.sharding.PartitionSpec(),
                                                           jax.sharding.PartitionSpec()),
                            out_specs=spec, check_vma=False)
     return jax.jit(fn, donate_argnums=(0,))
@@ -626,7 +639,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         checkpoint_every: int = 1, log_every: int = 1, shard: bool = True,
         member_block: Optional[int] = None, on_chunk: Optional[Callable[[int], None]] = None,
         name: str = "train", max_loss: Optional[float] = None,
-        max_grad_norm: Optional[float] = None) -> FitResult:
+        max_grad_norm: Optional[float] = None, shared_data: PyTree = None) -> FitResult:
     """Train ``len(seeds)`` networks together.
 
     Steps: initialise every member or restore the newest intact checkpoint (and drop
@@ -642,6 +655,9 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
       num_steps: total training steps per member.
       seeds: one int per member (repeat a seed across arms for paired inits).
       member_data: pytree with leading axis M = len(seeds), or None.
+      shared_data: pytree every member reads whole (e.g. the training set, with
+        per-member index schedules in ``member_data``), held once per device; or
+        None. ``loss_fn`` then gets ``(member slice, shared_data)`` as its data.
       chunk_size: steps per compiled ``lax.scan`` chunk (host sync once per chunk).
       workdir: if given, ``metrics.jsonl`` rows and orbax checkpoints (in
         ``checkpoints/<name>``) are written and an existing checkpoint is resumed.
@@ -685,6 +701,9 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         # the member axis over devices: one core per device on a CPU host.
         state, keys, member_data = _shard_members(
             _pad_members((state, keys, member_data), n_dev))
+    if shared_data is not None:  # on the device(s) once, whole on each
+        shared_data = (_global(shared_data, _replicated()) if sharded and _multiprocess()
+                       else jax.device_put(shared_data, _replicated() if sharded else None))
 
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
                              mesh=member_mesh() if sharded else None)
@@ -698,7 +717,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
     # The device never waits for the host: chunk k + 1 is dispatched before chunk k's
     # metrics are read (its input state is donated, so a state that is to be saved is
     # copied first, on device), and checkpoints are written in the background.
-    pending = chunk_fn(state, member_data, keys, limit) if step < num_steps else None
+    pending = chunk_fn(state, member_data, keys, limit, shared_data) if step < num_steps else None
     try:
         while step < num_steps:
             size = min(chunk_size, num_steps - step)
@@ -708,7 +727,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                                             or next_step == num_steps)
             if next_step < num_steps:
                 kept = jax.tree_util.tree_map(jnp.copy, new_state) if save else None
-                pending = chunk_fn(new_state, member_data, keys, limit)
+                pending = chunk_fn(new_state, member_data, keys, limit, shared_data)
                 new_state = kept
             metrics = {k: np.asarray(v)[:m, :size] for k, v in _host(metrics_dev).items()}
             _check_divergence(metrics, step=step, seeds=seeds, name=name,

@@ -219,3 +219,44 @@ def test_cli_runs_on_what_is_present_when_fashion_is_missing(tmp_path):
     with open(wd / "results.md") as f:
         assert "Fashion-MNIST skipped" in f.read()
     assert "Traceback" not in out.stderr
+
+
+def test_shared_training_set_trains_like_per_member_copies():
+    """``fit(shared_data=...)`` (one training set indexed by per-member schedules, as the
+    experiment trains) gives the same networks as a copy of the set per member."""
+    import jax
+    import optax
+
+    from gbi_jax import training
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(24, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 24).astype(np.int32)
+    sched = np.stack([rng.permutation(24).reshape(6, 4) for _ in range(3)])
+
+    def init_fn(key, d):
+        return {"w": 0.1 * jax.random.normal(key, (5, 3))}
+
+    def ce(params, x, y):
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(x @ params["w"], y)), {}
+
+    def shared_loss(params, d, key, step):
+        member, shared = d
+        index = member["schedule"][step]
+        return ce(params, shared["images"][index], shared["labels"][index])
+
+    def copied_loss(params, d, key, step):
+        index = d["schedule"][step]
+        return ce(params, d["images"][index], d["labels"][index])
+
+    common = dict(init_fn=init_fn, tx=optax.adam(0.1), num_steps=6, seeds=[0, 1, 2],
+                  chunk_size=4)
+    shared = training.fit(loss_fn=shared_loss, member_data={"schedule": sched},
+                          shared_data={"images": images, "labels": labels}, **common)
+    copied = training.fit(loss_fn=copied_loss, member_data={
+        "schedule": sched, "images": np.broadcast_to(images, (3,) + images.shape),
+        "labels": np.broadcast_to(labels, (3,) + labels.shape)}, **common)
+    np.testing.assert_array_equal(np.asarray(shared.state.params["w"]),
+                                  np.asarray(copied.state.params["w"]))
+    assert not np.array_equal(np.asarray(shared.state.params["w"][0]),
+                              np.asarray(shared.state.params["w"][1]))

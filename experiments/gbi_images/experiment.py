@@ -219,39 +219,46 @@ def classifier_from(config, num_classes: int) -> Classifier:
 
 
 def _member_data(config, train: gdata.ImageData, seeds, epochs: int):
-    """Per-member images, labels and batch-index schedule (different shuffles per seed)."""
+    """Per-member batch-index schedules (different shuffles per seed) and the training
+    set they index, shared by all members (one copy per device, not one per member):
+    ``(member_data, shared_data, steps)`` for :func:`gbi_jax.training.fit`."""
     bs = min(config.train.batch_size, len(train))
     steps = max(1, int(round(epochs * len(train) / bs)))
     sched = np.stack([gdata.batch_indices(len(train), bs, steps, seed=s) for s in seeds])
-    m = len(seeds)
-    return {"images": jnp.broadcast_to(train.images, (m,) + train.images.shape),
-            "labels": jnp.broadcast_to(train.labels, (m,) + train.labels.shape),
-            "schedule": jnp.asarray(sched)}, steps
+    shared = {"images": np.asarray(train.images), "labels": np.asarray(train.labels)}
+    return {"schedule": sched}, shared, steps
+
+
+def _batch(d, step):
+    """The member's batch at ``step``: ``(images, labels)`` indexed from the shared set."""
+    member, shared = d
+    index = member["schedule"][step]
+    return shared["images"][index], shared["labels"][index]
 
 
 def train_autoencoder(config, train: gdata.ImageData, num_classes: int, wd: Workdir | None,
                       name: str, seed: int, epochs: float):
     model = autoencoder_from(config, train.images.shape[1:])
-    data, steps = _member_data(config, train, [seed], epochs)
-    return _fit_autoencoder(config, model, data, steps, num_classes, wd, name, seed)
+    data, shared, steps = _member_data(config, train, [seed], epochs)
+    return _fit_autoencoder(config, model, data, shared, steps, num_classes, wd, name, seed)
 
 
-def _fit_autoencoder(config, model, data, steps, num_classes, wd, name, seed):
-    image_shape = data["images"].shape[2:]
+def _fit_autoencoder(config, model, data, shared, steps, num_classes, wd, name, seed):
+    image_shape = shared["images"].shape[1:]
 
     def init_fn(key, d):
         return model.init(key, jnp.zeros((1,) + image_shape), jnp.zeros((1, num_classes)))
 
     def loss_fn(params, d, key, step):
-        index = d["schedule"][step]
-        x = normalize(config, d["images"][index])
-        z = jax.nn.one_hot(d["labels"][index], num_classes)
+        images, labels = _batch(d, step)
+        x = normalize(config, images)
+        z = jax.nn.one_hot(labels, num_classes)
         recon = model.apply(params, x, z, noise_key=key)
         mse = jnp.mean(jnp.square(recon - x))
         return mse, {}
 
     fit = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(config.train.lr),
-                       num_steps=steps, seeds=[seed], member_data=data,
+                       num_steps=steps, seeds=[seed], member_data=data, shared_data=shared,
                        chunk_size=config.train.chunk_size, workdir=wd,
                        log_every=config.train.log_every, name=name,
                        max_loss=config.train.max_loss,
@@ -262,22 +269,22 @@ def _fit_autoencoder(config, model, data, steps, num_classes, wd, name, seed):
 def train_classifiers(config, train: gdata.ImageData, num_classes: int, wd: Workdir | None,
                       name: str, seeds, epochs: int):
     model = classifier_from(config, num_classes)
-    data, steps = _member_data(config, train, seeds, epochs)
+    data, shared, steps = _member_data(config, train, seeds, epochs)
     image_shape = train.images.shape[1:]
 
     def init_fn(key, d):
         return model.init(key, jnp.zeros((1,) + tuple(image_shape)))
 
     def loss_fn(params, d, key, step):
-        index = d["schedule"][step]
-        x = normalize(config, d["images"][index])
-        labels = d["labels"][index]
+        images, labels = _batch(d, step)
+        x = normalize(config, images)
         logits = model.apply(params, x)
         ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
         return ce, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
     fit = training.fit(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(config.train.lr),
                        num_steps=steps, seeds=list(seeds), member_data=data,
+                       shared_data=shared,
                        chunk_size=config.train.chunk_size, workdir=wd,
                        log_every=config.train.log_every, name=name,
                        max_loss=config.train.max_loss,
@@ -553,9 +560,9 @@ def recomposition(config, wd: Workdir, splits: Optional[Splits] = None) -> dict:
     tr = dataclasses.replace(tr, labels=remap[tr.labels])
     k = len(kept)
     model = autoencoder_from(config, train.images.shape[1:])
-    data, steps = _member_data(config, tr, [int(config.seed)], rc.epochs)
-    model, params, _ = _fit_autoencoder(config, model, data, steps, k, wd, "recomposition_ae",
-                                        int(config.seed))
+    data, shared, steps = _member_data(config, tr, [int(config.seed)], rc.epochs)
+    model, params, _ = _fit_autoencoder(config, model, data, shared, steps, k, wd,
+                                        "recomposition_ae", int(config.seed))
     # Novel class: every image of the held-out class (train and test: never trained on).
     novel = np.concatenate([train.images[train.labels == held], test.images[test.labels == held]])
     seen = test.subset(test.labels != held)
