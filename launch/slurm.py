@@ -32,7 +32,8 @@ stdout/stderr per element). ``--status`` joins them with the scheduler (``sacct`
 each workdir's ``complete.json``: a job is *finished* (complete.json present),
 *running*, *pending* (queued or requeued), *failed* (the scheduler ended it without
 complete.json: error, cancel, time-out, node failure) or *not submitted*. Job states
-need SLURM accounting (``slurmdbd``); without it they read *unknown*.
+come from SLURM accounting (``slurmdbd``); without it a job in the queue reads
+*pending* and one that left it without ``complete.json`` *failed*.
 
 Options (``SlurmOptions`` below holds the defaults): ``--slurm_partition`` (the
 cluster's default partition), ``--timeout_min`` (60), ``--cpus_per_job`` (1),
@@ -393,7 +394,23 @@ def status(sweep: Sweep, root: str) -> list[JobStatus]:
         out.append(JobStatus(job.name, job_state(root, job, element, states),
                              element["job_id"] if element else None,
                              os.path.join(root, job.name, LOG_FILE)))
+    unknown = [r for r in out if r.state == "unknown"]
+    if unknown:  # no accounting record: the queue says whether the job still lives
+        queued = queued_jobs()
+        for r in unknown:
+            if queued is not None:
+                r.state = "pending" if r.job_id in queued else "failed"
     return out
+
+
+def queued_jobs() -> set[str] | None:
+    """Element ids in the SLURM queue (``squeue``, arrays expanded), None if unreadable."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {line.strip() for line in out.splitlines() if line.strip()}
 
 
 def format_status(rows: Sequence[JobStatus]) -> str:
@@ -439,7 +456,7 @@ def submit(sweep: Sweep, root: str, options: SlurmOptions, *, cwd: str | None = 
     snap = snapshot(cwd, root, allow_dirty)
     folder = os.path.join(root, SLURM_DIR, "submitit")
     executor = submitit.SlurmExecutor(folder=os.path.join(folder, "%j"), max_num_timeout=1000)
-    executor.update_parameters(job_name=f"gbi:{sweep.name}", signal_delay_s=60,
+    executor.update_parameters(job_name=f"gbi:{sweep.name}", signal_delay_s=2 * _STOP_SECONDS + 10,
                                **options.executor_parameters(snap["code"]))
     env = {"PYTHONPATH": snap["code"], "PYTHONUNBUFFERED": "1"}
     submitted = []
