@@ -54,7 +54,7 @@ def jax_runner(members: int, steps: int, member_block=None):
     n_dev = jax.device_count()
     if n_dev > 1:
         state, keys, insts = training._shard_members(
-            training._pad_members((state, keys, insts), n_dev))
+            training.pad_members((state, keys, insts), n_dev))
     chunk = training.make_chunk_fn(make_loss_fn(task, net, B), tx, steps,
                                    member_block=member_block,
                                    mesh=training.member_mesh() if n_dev > 1 else None)

@@ -233,7 +233,7 @@ class FitResult:
     resumed_from: int
 
 
-def _pad_members(tree: PyTree, multiple: int) -> PyTree:
+def pad_members(tree: PyTree, multiple: int) -> PyTree:
     """Repeat the last member so the member axis divides ``multiple``."""
     def pad(a):
         extra = (-a.shape[0]) % multiple
@@ -277,13 +277,17 @@ def _replicated() -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(member_mesh(), jax.sharding.PartitionSpec())
 
 
-def _shard_members(tree: PyTree) -> PyTree:
-    """Place the (padded) member axis across all devices (of every process)."""
-    mesh = member_mesh()
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("members"))
+def _place(tree: PyTree, spec: jax.sharding.PartitionSpec) -> PyTree:
+    """Place ``tree`` on the member mesh (all devices of every process) as ``spec`` says."""
+    sharding = jax.sharding.NamedSharding(member_mesh(), spec)
     if _multiprocess():
         return _global(tree, sharding)
     return jax.device_put(tree, sharding)
+
+
+def _shard_members(tree: PyTree) -> PyTree:
+    """Place the (padded) member axis across all devices (of every process)."""
+    return _place(tree, jax.sharding.PartitionSpec("members"))
 
 
 def _unpadded(state: PyTree, m: int) -> PyTree:
@@ -700,10 +704,10 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         # Pad with copies of the last member (their results are dropped) and split
         # the member axis over devices: one core per device on a CPU host.
         state, keys, member_data = _shard_members(
-            _pad_members((state, keys, member_data), n_dev))
+            pad_members((state, keys, member_data), n_dev))
     if shared_data is not None:  # on the device(s) once, whole on each
-        shared_data = (_global(shared_data, _replicated()) if sharded and _multiprocess()
-                       else jax.device_put(shared_data, _replicated() if sharded else None))
+        shared_data = (_place(shared_data, jax.sharding.PartitionSpec()) if sharded
+                       else jax.device_put(shared_data))
 
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
                              mesh=member_mesh() if sharded else None)

@@ -64,6 +64,7 @@ from typing import NoReturn, Sequence
 
 from absl import app, flags
 
+from launch import aggregate as aggregate_lib
 from launch import runner
 from launch import slurm
 from launch.sweep import load_sweep
@@ -198,7 +199,7 @@ def _slurm_submit(sweep, root: str, only) -> int:
     print(slurm.format_status(rows), flush=True)
     aggregate = sweep.aggregate if _AGGREGATE.value is None else _AGGREGATE.value
     if aggregate:
-        slurm.aggregate(root, log=print)
+        aggregate_lib.aggregate(os.path.abspath(root), log=print)
     return 1 if any(r.state == "failed" for r in rows) else 0
 
 

@@ -133,7 +133,7 @@ def _results_path(root: str, job: Job) -> str:
     return os.path.join(root, job.name, RESULTS_FILE)
 
 
-def _is_done(root: str, job: Job) -> bool:
+def is_done(root: str, job: Job) -> bool:
     """The job's workdir holds the completion marker (its run wrote results, report and
     figures); a workdir with ``results.json`` only was interrupted and runs again."""
     return os.path.isfile(os.path.join(root, job.name, COMPLETE_FILE))
@@ -294,8 +294,8 @@ def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], l
         raise SweepError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     jobs = jobs_lib.plan_jobs(sweep.jobs)
     if mode == "processes":
-        return ([j for j in jobs if not _is_done(root, j)],
-                [j for j in jobs if _is_done(root, j)])
+        return ([j for j in jobs if not is_done(root, j)],
+                [j for j in jobs if is_done(root, j)])
     for j in jobs:
         value = j.overrides.get(jobs_lib.SEEDS_KEY)
         if (value is not None and jobs_lib.SEED_KEY in j.overrides
@@ -307,13 +307,13 @@ def plan(sweep: Sweep, root: str, mode: str = "processes") -> tuple[list[Job], l
                 "with --mode=processes)")
     to_run, done = [], []
     for base, group in jobs_lib.group_by_seed(jobs):
-        done += [j for j in group if _is_done(root, j)]
-        remaining = [j for j in group if not _is_done(root, j)]
+        done += [j for j in group if is_done(root, j)]
+        remaining = [j for j in group if not is_done(root, j)]
         if len(remaining) == 1:
             to_run.append(remaining[0])  # no seed, or a single seed left: run it as is
         elif remaining:
             merged = jobs_lib.merge_seeds(base, remaining)
-            if _is_done(root, merged):  # finished; run_sweep (re)splits its results
+            if is_done(root, merged):  # finished; run_sweep (re)splits its results
                 done.append(merged)
             else:
                 to_run.append(merged)
@@ -624,7 +624,7 @@ def _finish(root: str, job: Job, argv: list[str], returncode: int, start: float,
     result = JobResult(job, workdir, "ok", argv, returncode, start, end)
     if returncode != 0:
         result.status = "failed"
-    elif not _is_done(root, job):
+    elif not is_done(root, job):
         result.status = "failed"
         result.note = f"exited 0 but wrote no {COMPLETE_FILE} (the completion marker)"
     elif job.is_merged:

@@ -59,7 +59,6 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from gbi_jax import workdir as workdir_lib
-from launch import aggregate as aggregate_lib
 from launch import jobs as jobs_lib
 from launch import runner
 from launch.jobs import COMPLETE_FILE, LOG_FILE, Job
@@ -307,18 +306,14 @@ def _append_record(root: str, record: Mapping[str, Any]) -> None:
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-    text = old + json.dumps(record, sort_keys=True) + "\n"
-    workdir_lib._atomic_write(path, lambda f: f.write(text))  # pylint: disable=protected-access
+    workdir_lib.Workdir(os.path.dirname(path)).write_text(
+        RECORD_FILE, old + json.dumps(record, sort_keys=True) + "\n")
 
 
 def latest_submission(root: str) -> dict[str, dict[str, Any]]:
-    """``{job name: {"job_id", "workdir", "submitted", ...}}`` of each job's newest submission."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in read_records(root):
-        for element in record.get("jobs", []):
-            latest[element["name"]] = {**element, "submitted": record.get("submitted"),
-                                       "commit": record.get("commit")}
-    return latest
+    """``{job name: {"name", "workdir", "job_id"}}`` of each job's newest submission."""
+    return {element["name"]: element for record in read_records(root)
+            for element in record.get("jobs", [])}
 
 
 # --------------------------------------------------------------------------------------
@@ -362,7 +357,7 @@ def parse_sacct(text: str) -> dict[str, str]:
 def job_state(root: str, job: Job, element: Mapping[str, Any] | None,
               states: Mapping[str, str]) -> str:
     """One of `STATES` for `job` (see the module docstring)."""
-    if os.path.exists(os.path.join(root, job.name, COMPLETE_FILE)):
+    if runner.is_done(root, job):
         return "finished"
     if element is None:
         return "not submitted"
@@ -516,8 +511,3 @@ def wait(sweep: Sweep, root: str, *, poll_seconds: float = 5.0,
         if deadline is not None and time.monotonic() > deadline:
             return rows
         time.sleep(poll_seconds)
-
-
-def aggregate(root: str, log: Callable[[str], None]) -> None:
-    aggregate_lib.aggregate(os.path.abspath(root), log=log)
-

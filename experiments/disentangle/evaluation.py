@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gbi_jax import training
 from gbi_jax.analysis import decoding
 from gbi_jax.tasks import EvidenceTask, TaskInstance
 
@@ -66,12 +67,7 @@ def on_local_devices(tree):
     mesh = jax.sharding.Mesh(np.array(devices), ("networks",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("networks"))
 
-    def place(a):
-        extra = (-a.shape[0]) % len(devices)
-        a = jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)]) if extra else a
-        return jax.device_put(a, sharding)
-
-    return jax.tree_util.tree_map(place, tree)
+    return jax.device_put(training.pad_members(tree, len(devices)), sharding)
 
 
 def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskInstance,
