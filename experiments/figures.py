@@ -19,11 +19,12 @@ import sys
 
 from gbi_jax.workdir import Workdir
 
-EXPERIMENTS = ("gbi_toy", "gbi_images", "disentangle")
+EXPERIMENTS = ("gbi_toy", "gbi_images", "gbi_lm", "disentangle")
 # Top-level results.json keys that only one experiment writes (for workdirs without
 # results.json["experiment"]).
 SIGNATURES = {"gbi_toy": ("arms", "forgetting", "one_step"),
               "gbi_images": ("datasets", "ood", "skipped"),
+              "gbi_lm": ("identification", "adaptation", "ood"),
               "disentangle": ("figure", "rows", "table")}
 
 

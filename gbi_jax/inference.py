@@ -53,6 +53,7 @@ __all__ = [
     "per_example",
     "entropy",
     "l2_penalty",
+    "normalized_sgd",
 ]
 
 
@@ -434,6 +435,18 @@ def optimize_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
         z0 = jnp.broadcast_to(z0, (n,) + z0.shape)
     anchors = z0 if anchor is None else jnp.broadcast_to(anchor, z0.shape)
     return per_example(single, chunk_size=chunk_size)(z0, (batch, anchors))
+
+
+def normalized_sgd(learning_rate: float, momentum: float = 0.0) -> optax.GradientTransformation:
+    """SGD (with optional momentum) on the unit-normalised gradient of the latent.
+
+    From the max-entropy point the first step moves along ``-g / ||g||``, so its argmax
+    is the one-step answer (:func:`one_step`), and ``learning_rate`` is a step length in
+    latent space whatever the scale of the loss (a loss summed over a long window and
+    one averaged over it give the same trajectory)."""
+    check_positive("learning_rate", learning_rate)
+    return optax.chain(optax.normalize_by_update_norm(scale_factor=1.0),
+                       optax.sgd(learning_rate, momentum=momentum or None))
 
 
 # --------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_loader_errors_say_how_to_get_data(tmp_path):
                        (tmp_path, "holds no text file")]:
         with pytest.raises(DatasetNotFoundError, match=what) as e:
             text.read_corpora(path)
-        assert "python -m gbi_jax.data.corpora prepare --out=DIR" in str(e.value)
+        assert "python -m gbi_jax.data.corpora prepare [--out=DIR]" in str(e.value)
         assert str(path) in str(e.value)
     (tmp_path / "a.train").write_text("x")
     (tmp_path / "a.dev").write_text("y")

