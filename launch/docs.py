@@ -11,8 +11,9 @@ A workdir is finished when its ``results.json`` exists. The command rebuilds eve
 selected artefact whose workdirs are finished, and lists the others with the command that
 creates each missing workdir; an artefact is written all at once, and a committed file
 that cannot be rebuilt is never touched. Rebuilding takes seconds (no training); making
-the workdirs is what costs (see each command: the toy run about 2 minutes, Fig. 1 about
-20 minutes, the panel sweep about 8 hours on a 2-core CPU host).
+the workdirs is what costs (see each command: the toy run about 2 minutes, the language
+model about 25 minutes, Fig. 1 about 20 minutes, the panel sweep about 8 hours on a 2-core
+CPU host).
 
 ``--only`` selects doc directories relative to ``docs/`` (``gbi_toy``, ``gbi_images``,
 ``disentangle/fig1``, ...; ``disentangle`` selects everything below it). ``--list``
@@ -244,6 +245,57 @@ def render_gbi_images(results: dict, config, experiment) -> str:
     return "\n".join(lines)
 
 
+def gbi_lm_page(workdirs: list[str], out: str) -> None:
+    """``results.md`` of the language-model experiment: the run's tables (paper claims
+    beside ours) with the command, data and model, from ``results.json`` and
+    ``config.json``."""
+    import ml_collections
+
+    from experiments.gbi_lm import experiment
+
+    results = _read_results(workdirs[0])
+    with open(os.path.join(workdirs[0], "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(render_gbi_lm(results, config, experiment))
+
+
+def render_gbi_lm(results: dict, config, experiment) -> str:
+    d = results["data"]
+    lines = [
+        "# GBI language model — measured results",
+        "",
+        "Made by `python -m gbi_jax.data.corpora prepare`, `python -m experiments.gbi_lm.main "
+        "--config=experiments/gbi_lm/config.py --workdir=workdirs/gbi_lm` (default config) "
+        "and `python -m launch.docs --only=gbi_lm`. The paper (Hummos et al. 2024, Sec. 3.3, "
+        "Fig. 5) trains on BabyLM and shows curves only; its claims are beside ours.",
+        "",
+        f"**Data.** {len(d['train_corpora'])} training corpora of "
+        f"{d['budget_chars']:,} characters each ({', '.join(d['train_corpora'])}), cut into "
+        f"blocks of {d['block_chars']} characters dealt 8/1/1 to train / validation / test "
+        f"({d['blocks']['train']} / {d['blocks']['validation']} / {d['blocks']['test']} "
+        f"blocks); held-out corpora {', '.join(d['heldout_corpora'])}; far-OOD corpora "
+        f"{', '.join(d['ood_corpora'])}; {config.data.eval_budget_chars:,} characters each. "
+        "Every text has the same normalisation (ASCII, no speaker labels or stage "
+        f"directions, single spaces). Tokens: {d['tokenizer']} ({d['vocab_size']} ids).",
+        "",
+        f"**Models.** `TokenLM`: embedding {config.model.embed} -> 1-layer LSTM "
+        f"{config.model.hidden} -> readout, z (K = {len(d['train_corpora'])}) concatenated "
+        f"to the embedding at every step. Arms {', '.join(config.arms)} x {config.seeds} "
+        f"seeds trained together with `vmap` ({config.train.steps} steps of "
+        f"{config.train.batch_size} windows of {config.train.window} characters, Adam "
+        f"{config.train.lr} with {config.train.schedule} schedule, clip {config.train.clip}); "
+        "the classifier is the same backbone with a K-way readout and cross-entropy at "
+        f"every position ({config.classifier.steps} steps, Adam {config.classifier.lr}).",
+        "",
+        experiment.format_table(results).strip(),
+        "",
+        "![summary](summary.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # The inventory of docs/.
 # ---------------------------------------------------------------------------
@@ -295,6 +347,8 @@ def inventory() -> list[Artefact | External]:
                  "--config=experiments/gbi_toy/config.py --workdir={workdirs}/gbi_toy")
     images = Source("gbi_images", "python -m experiments.gbi_images.main "
                     "--config=experiments/gbi_images/config.py --workdir={workdirs}/gbi_images")
+    lm = Source("gbi_lm", "python -m experiments.gbi_lm.main "
+                "--config=experiments/gbi_lm/config.py --workdir={workdirs}/gbi_lm")
     fig1 = Source("disentangle/fig1", _experiment_command("fig1", "disentangle/fig1"))
     fig4 = Source("disentangle/fig4",
                   _experiment_command("fig4", "disentangle/fig4", "--config.seeds=(0,1)"))
@@ -304,6 +358,10 @@ def inventory() -> list[Artefact | External]:
         Artefact(("docs/gbi_toy/summary.png",), (toy,), figures("summary.png")),
         Artefact(("docs/gbi_images/results.md",), (images,), gbi_images_page),
         Artefact(("docs/gbi_images/summary.png",), (images,), figures("summary.png")),
+        Artefact(("docs/gbi_lm/results.md",), (lm,), gbi_lm_page),
+        Artefact(("docs/gbi_lm/summary.png", "docs/gbi_lm/adaptation.png",
+                  "docs/gbi_lm/identification.png"), (lm,),
+                 figures("summary.png", "adaptation.png", "identification.png")),
         Artefact((f"{f1}/results.json",), (fig1,), copy_files((RESULTS_FILE, RESULTS_FILE))),
         Artefact((f"{f1}/table.csv", f"{f1}/table.md"), (fig1,),
                  disentangle_tables(("table.csv", "table.csv"), ("table.md", "table.md"))),

@@ -293,3 +293,17 @@ def test_cli_sentencepiece_smoke_and_missing_data(tmp_path):
     assert "Traceback" not in missing.stderr
     assert "python -m gbi_jax.data.corpora prepare" in missing.stderr
     assert not os.path.exists(tmp_path / "wd2" / "config.json")  # nothing claimed
+
+
+def test_tfds_source_gives_the_same_blocks(tmp_path):
+    pytest.importorskip("tensorflow_datasets", reason="TFDS copy needs tensorflow-datasets")
+    root = make_corpus(tmp_path / "corpus")
+    files = E.find_data(smoke_config(root))[0]
+    tfds = E.find_data(smoke_config(root, **{"data.source": "tfds",
+                                             "data.tfds_dir": str(tmp_path / "tfds")}))[0]
+    assert tfds.names == files.names
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(tfds.train[split].blocks, files.train[split].blocks)
+        np.testing.assert_array_equal(tfds.train[split].labels, files.train[split].labels)
+    np.testing.assert_array_equal(tfds.heldout["test"].blocks, files.heldout["test"].blocks)
+    np.testing.assert_array_equal(tfds.ood.blocks, files.ood.blocks)

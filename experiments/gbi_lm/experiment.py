@@ -92,6 +92,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"must be distinct names from {ARMS}, got {tuple(config.arms)}")
     need("gbi" in config.arms, "arms", "must include 'gbi' (every result is about it)")
     need(config.seeds >= 1, "seeds", "must be >= 1")
+    need(config.runtime.member_block >= 0, "runtime.member_block",
+         "must be >= 0 (0 = one vmap over all networks)")
     d = config.data
     need(d.source in ("files", "tfds"), "data.source", f"must be 'files' or 'tfds', got "
          f"{d.source!r}")
@@ -113,6 +115,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"must be in [2, data.block_chars = {d.block_chars}]")
     need(t.lr > 0, "train.lr", "must be > 0")
     need(t.clip > 0, "train.clip", "must be > 0")
+    need(t.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}, got "
+         f"{t.schedule!r}")
     need(config.classifier.steps >= 1, "classifier.steps", "must be >= 1")
     need(config.classifier.lr > 0, "classifier.lr", "must be > 0")
     e = config.eval
@@ -128,6 +132,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(len(e.iterative_steps) >= 1 and all(k >= 1 for k in e.iterative_steps),
          "eval.iterative_steps", "needs step counts >= 1")
     need(e.latent_lr > 0, "eval.latent_lr", "must be > 0")
+    need(e.latent_space in LATENT_SPACES, "eval.latent_space",
+         f"must be one of {LATENT_SPACES}, got {e.latent_space!r}")
     need(0 <= e.latent_momentum < 1, "eval.latent_momentum", "must be in [0, 1)")
     need(len(e.ngram_orders) >= 1 and all(1 <= n <= 6 for n in e.ngram_orders),
          "eval.ngram_orders", "orders must be in 1..6")
@@ -350,8 +356,16 @@ def classifier_loss_fn(model: TokenLM, batch: int, window: int):
     return loss_fn
 
 
-def optimizer(config, lr: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.train.clip), optax.adam(lr))
+SCHEDULES = ("cosine", "constant")
+
+
+def optimizer(config, lr: float, steps: int) -> optax.GradientTransformation:
+    """Adam after global-norm clipping; ``train.schedule = "cosine"`` decays the rate
+    from ``lr`` to ``lr / 10`` over ``steps`` (the step count lives in the optimiser
+    state, so a resumed run follows the same schedule)."""
+    rate = optax.cosine_decay_schedule(lr, steps, alpha=0.1) \
+        if config.train.schedule == "cosine" else lr
+    return optax.chain(optax.clip_by_global_norm(config.train.clip), optax.adam(rate))
 
 
 def train_networks(config, shared, vocab_size: int, num_corpora: int, wd: Optional[Workdir]):
@@ -367,17 +381,19 @@ def train_networks(config, shared, vocab_size: int, num_corpora: int, wd: Option
     dummy_z = jnp.zeros((2, num_corpora))
     common = dict(chunk_size=t.chunk_size, log_every=t.log_every, workdir=wd,
                   max_loss=t.max_loss, max_grad_norm=t.max_grad_norm, shared_data=shared,
-                  member_block=training.resolve_member_block(None))
+                  member_block=config.runtime.member_block or None)
     lm_fit = training.fit(
         init_fn=lambda key, _: lm.init(key, dummy_tok, dummy_z),
         loss_fn=lm_loss_fn(lm, num_corpora, t.batch_size, t.window),
-        tx=optimizer(config, t.lr), num_steps=t.steps, seeds=seeds, member_data=arm_index,
+        tx=optimizer(config, t.lr, t.steps), num_steps=t.steps, seeds=seeds,
+        member_data=arm_index,
         name="lm", **common)
     clf = lm_from(config, vocab_size, num_corpora, out_features=num_corpora)
     clf_fit = training.fit(
         init_fn=lambda key, _: clf.init(key, dummy_tok),
         loss_fn=classifier_loss_fn(clf, t.batch_size, t.window),
-        tx=optimizer(config, config.classifier.lr), num_steps=config.classifier.steps,
+        tx=optimizer(config, config.classifier.lr, config.classifier.steps),
+        num_steps=config.classifier.steps,
         seeds=[config.seed + s for s in range(config.seeds)],
         member_data=np.zeros(config.seeds, np.int32), name="classifier", **common)
     return lm_fit, clf_fit, np.asarray([a for a in arms for _ in range(config.seeds)])
@@ -397,10 +413,25 @@ def window_loss(model: TokenLM, params, z, ids, mask, chars):
     return jnp.sum(window_nll(model, params, z, ids, mask)) / chars
 
 
+LATENT_SPACES = ("simplex", "probs")
+
+
+def programs_for(config, model: TokenLM, num_corpora: int) -> dict:
+    ec = config.eval
+    return programs(model, num_corpora, tuple(int(s) for s in ec.iterative_steps),
+                    float(ec.latent_lr), float(ec.latent_momentum), str(ec.latent_space))
+
+
 @functools.lru_cache(maxsize=None)
 def programs(model: TokenLM, num_corpora: int, iterative_steps: tuple, lr: float,
-             momentum: float) -> dict:
-    """Jitted ``(stacked params [M], windows [B]) -> per-network results [M, B, ...]``."""
+             momentum: float, latent_space: str = "simplex") -> dict:
+    """Jitted ``(stacked params [M], windows [B]) -> per-network results [M, B, ...]``.
+
+    Iterative GBI optimises ``z`` in ``latent_space``: ``"simplex"`` feeds
+    ``softmax(logits)`` and moves the logits from 0 (so ``z`` stays a distribution over
+    corpora), ``"probs"`` moves ``z`` itself from ``1/K`` (free, it can leave the
+    simplex). Either way the first normalised step from the uniform point gives the
+    one-step answer; the prediction is the argmax of what is optimised."""
     k = num_corpora
     z0 = inference.max_entropy_latent(k)
     opt = inference.normalized_sgd(lr, momentum)
@@ -408,6 +439,13 @@ def programs(model: TokenLM, num_corpora: int, iterative_steps: tuple, lr: float
 
     def loss_of(params):
         return lambda z, ex: window_loss(model, params, z, *ex)
+
+    def iterative_loss_of(params):
+        if latent_space == "simplex":
+            return lambda logits, ex: window_loss(model, params, jax.nn.softmax(logits), *ex)
+        return loss_of(params)
+
+    zi = jnp.zeros(k) if latent_space == "simplex" else z0
 
     def over_members(fn):
         return jax.jit(jax.vmap(fn, in_axes=(0, None)))
@@ -420,7 +458,7 @@ def programs(model: TokenLM, num_corpora: int, iterative_steps: tuple, lr: float
         return inference.exhaustive_batch(loss_of(params), k, ex).grad  # [B, K] losses
 
     def iterative(params, ex):
-        _, trace = inference.optimize_batch(loss_of(params), z0, ex, opt,
+        _, trace = inference.optimize_batch(iterative_loss_of(params), zi, ex, opt,
                                             int(max(iterative_steps)))
         return trace.z[:, ks]  # [B, S, K]
 
@@ -522,8 +560,7 @@ def loss_results(config, tr: Trained, corpora: Corpora, lm_fit) -> dict:
     texts, labels = windows(corpora.train["validation"], config.eval.val_window,
                             config.eval.val_windows_per_corpus, field="eval.val_windows_per_corpus")
     w = encode(tr.tokenizer, texts, labels)
-    progs = programs(tr.lm, k, tuple(config.eval.iterative_steps), float(config.eval.latent_lr),
-                     float(config.eval.latent_momentum))
+    progs = programs_for(config, tr.lm, k)
     bs = _eval_batch(config)
     out = {"windows": len(w), "window_chars": int(config.eval.val_window), "arms": {}}
     eye = np.eye(k, dtype=np.float32)
@@ -575,8 +612,7 @@ def identification(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
     """Which training corpus a test window comes from, by every method, at every length."""
     k = len(tr.names)
     ec = config.eval
-    progs = programs(tr.lm, k, tuple(ec.iterative_steps), float(ec.latent_lr),
-                     float(ec.latent_momentum))
+    progs = programs_for(config, tr.lm, k)
     clf_prog = classifier_program(tr.clf)
     gbi = tr.rows("gbi")
     out = {"chance": 1.0 / k, "corpora": list(tr.names), "lengths": {}}
@@ -638,6 +674,9 @@ def cost_per_window(config, tr: Trained, progs, clf_prog, nb: dict, w: Windows, 
     for order, model in nb.items():
         out[f"naive_bayes_{order}"] = us(lambda m=model: m.log_likelihood(ids, mask))
     out["exhaustive_over_one_step"] = out["exhaustive"] / out["one_step"]
+    # One-step GBI's cost in forward passes (exhaustive = K of them): exhaustive scoring
+    # is the cheaper of the two below this many corpora, one-step above.
+    out["one_step_in_forward_passes"] = out["one_step"] / (out["exhaustive"] / len(tr.names))
     out["batch"] = n
     return out
 
@@ -746,8 +785,7 @@ def ood(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
         sets["near"] = (corpora.heldout["test"], "ood.windows_per_corpus")
     if len(sets) == 1:
         return {"skipped": "no OOD corpora (config.data.ood, config.data.heldout)"}
-    progs = programs(tr.lm, k, tuple(config.eval.iterative_steps),
-                     float(config.eval.latent_lr), float(config.eval.latent_momentum))
+    progs = programs_for(config, tr.lm, k)
     clf_prog = classifier_program(tr.clf)
     bs = max(1, min(150, 4096 // oc.window))
     gbi = select(tr.params, tr.rows("gbi"))
@@ -952,6 +990,9 @@ def format_table(results: dict) -> str:
               + " |",
               "| exhaustive / one-step cost | "
               + " | ".join(f"{ident['lengths'][n]['cost_us_per_window']['exhaustive_over_one_step']:.2f}x"
+                           for n in lens) + " |",
+              "| one-step cost in forward passes (break-even K; exhaustive costs K) | "
+              + " | ".join(f"{ident['lengths'][n]['cost_us_per_window']['one_step_in_forward_passes']:.1f}"
                            for n in lens) + " |"]
     names = ident["corpora"]
     conf = ident["lengths"][lens[-1]]["confusion_one_step"]

@@ -56,6 +56,7 @@ class TokenLM(nn.Module):
     def __post_init__(self):
         check_int("TokenLM.vocab_size", self.vocab_size, 2)
         check_int("TokenLM.embed", self.embed, 1)
+        check_int("TokenLM.hidden", self.hidden, 1)
         if self.out_features is not None:
             check_int("TokenLM.out_features", self.out_features, 1)
         super().__post_init__()
