@@ -25,8 +25,8 @@ def test_the_experiment_is_read_from_results_json(tmp_path):
     for name in figures.EXPERIMENTS:
         wd = _write_results(tmp_path / name, {"experiment": name, "arms": []})
         assert figures.experiment_of(wd) == name
-    wd = _write_results(tmp_path / "bad", {"experiment": "gbi_lm"})
-    with pytest.raises(figures.UnknownWorkdirError, match="gbi_lm"):
+    wd = _write_results(tmp_path / "bad", {"experiment": "gbi_nothing"})
+    with pytest.raises(figures.UnknownWorkdirError, match="gbi_nothing"):
         figures.experiment_of(wd)
 
 
