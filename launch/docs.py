@@ -161,21 +161,29 @@ def attractor_summary(workdirs: list[str], out: str) -> None:
         json.dump(summary, f, indent=1)
 
 
-def gbi_images_page(workdirs: list[str], out: str) -> None:
-    """``results.md`` of the image experiment: the run's tables with the paper's values
-    beside ours, the protocol and notes, from ``results.json`` and ``config.json``."""
-    import ml_collections
+def experiment_page(name: str, render: Callable) -> Callable[[list[str], str], None]:
+    """Writes ``results.md`` of experiment ``experiments.<name>``:
+    ``render(results, config, experiment module)`` from the first workdir's
+    ``results.json`` and ``config.json``."""
 
-    from experiments.gbi_images import experiment
+    def build(workdirs: list[str], out: str) -> None:
+        import importlib
 
-    results = _read_results(workdirs[0])
-    with open(os.path.join(workdirs[0], "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(render_gbi_images(results, config, experiment))
+        import ml_collections
+
+        experiment = importlib.import_module(f"experiments.{name}.experiment")
+        results = _read_results(workdirs[0])
+        with open(os.path.join(workdirs[0], "config.json")) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+        with open(os.path.join(out, "results.md"), "w") as f:
+            f.write(render(results, config, experiment))
+
+    return build
 
 
 def render_gbi_images(results: dict, config, experiment) -> str:
+    """The image experiment's page: its tables with the paper's values beside ours, the
+    protocol and notes."""
     ds = results["datasets"]
     lines = [
         "# GBI as an image classifier — measured results",
@@ -245,22 +253,9 @@ def render_gbi_images(results: dict, config, experiment) -> str:
     return "\n".join(lines)
 
 
-def gbi_lm_page(workdirs: list[str], out: str) -> None:
-    """``results.md`` of the language-model experiment: the run's tables (paper claims
-    beside ours) with the command, data and model, from ``results.json`` and
-    ``config.json``."""
-    import ml_collections
-
-    from experiments.gbi_lm import experiment
-
-    results = _read_results(workdirs[0])
-    with open(os.path.join(workdirs[0], "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(render_gbi_lm(results, config, experiment))
-
-
 def render_gbi_lm(results: dict, config, experiment) -> str:
+    """The language model's page: its tables (paper claims beside ours) with the
+    command, data and model."""
     d = results["data"]
     lines = [
         "# GBI language model — measured results",
@@ -356,9 +351,10 @@ def inventory() -> list[Artefact | External]:
     return [
         Artefact(("docs/gbi_toy/results.md",), (toy,), copy_files(("results.md", "results.md"))),
         Artefact(("docs/gbi_toy/summary.png",), (toy,), figures("summary.png")),
-        Artefact(("docs/gbi_images/results.md",), (images,), gbi_images_page),
+        Artefact(("docs/gbi_images/results.md",), (images,),
+                 experiment_page("gbi_images", render_gbi_images)),
         Artefact(("docs/gbi_images/summary.png",), (images,), figures("summary.png")),
-        Artefact(("docs/gbi_lm/results.md",), (lm,), gbi_lm_page),
+        Artefact(("docs/gbi_lm/results.md",), (lm,), experiment_page("gbi_lm", render_gbi_lm)),
         Artefact(("docs/gbi_lm/summary.png", "docs/gbi_lm/adaptation.png",
                   "docs/gbi_lm/identification.png"), (lm,),
                  figures("summary.png", "adaptation.png", "identification.png")),

@@ -107,7 +107,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"must be at least 10 blocks ({10 * d.block_chars} characters)")
     need(bool(d.train), "data.train", "must name the directory of the training corpora")
     with renamed({"TokenLM.": "model."}, prefix="config."):
-        lm_from(config, 95, 2)
+        lm_from(config, 95)
     t = config.train
     for f in ("steps", "batch_size", "chunk_size", "log_every"):
         need(t[f] >= 1, f"train.{f}", "must be >= 1")
@@ -148,9 +148,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(config.ood.step_length > 0, "ood.step_length", "must be > 0")
 
 
-def lm_from(config, vocab_size: int, num_corpora: int, out_features: Optional[int] = None
-            ) -> TokenLM:
-    del num_corpora  # K is the width of the z the model is called with
+def lm_from(config, vocab_size: int, out_features: Optional[int] = None) -> TokenLM:
+    """The language model (``out_features=None``) or classifier of ``config.model``; K is
+    the width of the ``z`` it is called with."""
     return TokenLM(vocab_size, embed=config.model.embed, hidden=config.model.hidden,
                    out_features=out_features, z_injection=config.model.z_injection)
 
@@ -376,7 +376,7 @@ def train_networks(config, shared, vocab_size: int, num_corpora: int, wd: Option
     arms = tuple(config.arms)
     seeds = [config.seed + s for _ in arms for s in range(config.seeds)]
     arm_index = np.asarray([ARMS.index(a) for a in arms for _ in range(config.seeds)], np.int32)
-    lm = lm_from(config, vocab_size, num_corpora)
+    lm = lm_from(config, vocab_size)
     dummy_tok = jnp.zeros((2, t.window), jnp.int32)
     dummy_z = jnp.zeros((2, num_corpora))
     common = dict(chunk_size=t.chunk_size, log_every=t.log_every, workdir=wd,
@@ -388,7 +388,7 @@ def train_networks(config, shared, vocab_size: int, num_corpora: int, wd: Option
         tx=optimizer(config, t.lr, t.steps), num_steps=t.steps, seeds=seeds,
         member_data=arm_index,
         name="lm", **common)
-    clf = lm_from(config, vocab_size, num_corpora, out_features=num_corpora)
+    clf = lm_from(config, vocab_size, out_features=num_corpora)
     clf_fit = training.fit(
         init_fn=lambda key, _: clf.init(key, dummy_tok),
         loss_fn=classifier_loss_fn(clf, t.batch_size, t.window),
@@ -474,7 +474,7 @@ def programs(model: TokenLM, num_corpora: int, iterative_steps: tuple, lr: float
     return {"one_step": over_members(one_step), "exhaustive": over_members(exhaustive),
             "iterative": over_members(iterative),
             "nll_at": over_members(nll_at),
-            "ood": jax.jit(jax.vmap(ood, in_axes=(0, None, None)))}
+            "ood": jax.jit(jax.vmap(ood, in_axes=(0, None, 0)))}
 
 
 @functools.lru_cache(maxsize=None)
@@ -488,18 +488,26 @@ def classifier_program(model: TokenLM):
     return jax.jit(jax.vmap(probs, in_axes=(0, None, None)))
 
 
-def batched(fn, params, w: Windows, batch: int, *extra):
-    """``fn(params, (ids, mask, chars) [b], *extra)`` over windows in fixed-size batches
-    (the last one padded, so one compiled program serves all); results concatenated on
-    axis 1 (axis 0 is the network)."""
+def batch_size_for(length: int) -> int:
+    """Windows per evaluation batch: about 4,096 tokens, at most 150 windows."""
+    return max(1, min(150, 4096 // max(1, length)))
+
+
+def batched(fn, params, w: Windows, batch: int, *extra, per_window=()):
+    """``fn(params, ((ids, mask, chars), *per_window) [b], *extra)`` over windows in
+    fixed-size batches (the last one padded, so one compiled program serves all; without
+    ``per_window`` the second argument is just ``(ids, mask, chars)``); results
+    concatenated on axis 1 (axis 0 is the network)."""
     n = len(w)
+    arrays = (w.ids, w.mask.astype(np.float32), w.chars.astype(np.float32)) + tuple(per_window)
     outs = []
     for s in range(0, n, batch):
         sl = slice(s, min(s + batch, n))
         pad = batch - (sl.stop - sl.start)
-        parts = [np.concatenate([a[sl], np.repeat(a[sl][-1:], pad, 0)]) if pad else a[sl]
-                 for a in (w.ids, w.mask.astype(np.float32), w.chars.astype(np.float32))]
-        out = fn(params, tuple(jnp.asarray(p) for p in parts), *extra)
+        parts = [jnp.asarray(np.concatenate([a[sl], np.repeat(a[sl][-1:], pad, 0)])
+                             if pad else a[sl]) for a in arrays]
+        ex = tuple(parts[:3])
+        out = fn(params, (ex, *parts[3:]) if per_window else ex, *extra)
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:, :batch - pad], out))
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=1), *outs)
 
@@ -561,12 +569,12 @@ def loss_results(config, tr: Trained, corpora: Corpora, lm_fit) -> dict:
                             config.eval.val_windows_per_corpus, field="eval.val_windows_per_corpus")
     w = encode(tr.tokenizer, texts, labels)
     progs = programs_for(config, tr.lm, k)
-    bs = _eval_batch(config)
+    bs = batch_size_for(config.eval.val_window)
     out = {"windows": len(w), "window_chars": int(config.eval.val_window), "arms": {}}
     eye = np.eye(k, dtype=np.float32)
     for name, z in (("true_z", eye[w.labels]), ("uniform_z", np.full((len(w), k), 1 / k,
                                                                      np.float32))):
-        nll = _nll_at(progs, tr.params, w, z, bs)  # [M, N, L]
+        nll = batched(progs["nll_at"], tr.params, w, bs, per_window=(z,))  # [M, N, L]
         bpc = nll.sum((1, 2)) / w.chars.sum() / LN2  # [M]
         by_pos = nll.sum(1) / np.maximum(w.mask.sum(0), 1) / LN2  # [M, L] bits per token
         for arm in config.arms:
@@ -589,25 +597,6 @@ def loss_results(config, tr: Trained, corpora: Corpora, lm_fit) -> dict:
     return out
 
 
-def _eval_batch(config) -> int:
-    return max(1, min(150, 4096 // max(1, max(config.eval.window_chars))))
-
-
-def _nll_at(progs, params, w: Windows, z: np.ndarray, batch: int) -> np.ndarray:
-    n = len(w)
-    outs = []
-    for s in range(0, n, batch):
-        sl = slice(s, min(s + batch, n))
-        pad = batch - (sl.stop - sl.start)
-        arrs = [w.ids[sl], w.mask[sl].astype(np.float32), w.chars[sl].astype(np.float32), z[sl]]
-        if pad:
-            arrs = [np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in arrs]
-        out = progs["nll_at"](params, ((jnp.asarray(arrs[0]), jnp.asarray(arrs[1]),
-                                        jnp.asarray(arrs[2])), jnp.asarray(arrs[3])))
-        outs.append(np.asarray(out)[:, :batch - pad])
-    return np.concatenate(outs, 1)
-
-
 def identification(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
     """Which training corpus a test window comes from, by every method, at every length."""
     k = len(tr.names)
@@ -620,7 +609,7 @@ def identification(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
         texts, labels = windows(corpora.train["test"], length, ec.windows_per_corpus,
                                 field="eval.windows_per_corpus")
         w = encode(tr.tokenizer, texts, labels)
-        bs = max(1, min(150, 4096 // length))
+        bs = batch_size_for(length)
         one = batched(progs["one_step"], tr.params, w, bs)  # every arm
         exh = batched(progs["exhaustive"], select(tr.params, gbi), w, bs)  # [S, N, K]
         it = batched(progs["iterative"], select(tr.params, gbi), w, bs)  # [S, N, steps, K]
@@ -643,17 +632,19 @@ def identification(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
         rho = spearman(one["scores"][gbi], -exh)  # [S, N]
         r["rank_correlation"] = _stats(np.nanmean(rho, -1))
         r["agreement_one_step_exhaustive"] = _stats((one_pred[gbi] == exh.argmin(-1)).mean(-1))
-        conf = np.zeros((k, k))
-        for s in range(len(gbi)):
-            np.add.at(conf, (y, one_pred[gbi][s]), 1)
-        r["confusion_one_step"] = (conf / conf.sum(1, keepdims=True)).tolist()
-        conf = np.zeros((k, k))
-        for s in range(len(gbi)):
-            np.add.at(conf, (y, exh[s].argmin(-1)), 1)
-        r["confusion_exhaustive"] = (conf / conf.sum(1, keepdims=True)).tolist()
+        r["confusion_one_step"] = confusion(y, one_pred[gbi], k)
+        r["confusion_exhaustive"] = confusion(y, exh.argmin(-1), k)
         r["cost_us_per_window"] = cost_per_window(config, tr, progs, clf_prog, nb, w, bs)
         out["lengths"][str(length)] = r
     return out
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, k: int) -> list:
+    """Row-normalised ``[K, K]`` confusion (rows: true class) pooled over the networks of
+    ``predictions [S, N]``."""
+    conf = np.zeros((k, k))
+    np.add.at(conf, (np.broadcast_to(labels, predictions.shape), predictions), 1)
+    return (conf / conf.sum(1, keepdims=True)).tolist()
 
 
 def cost_per_window(config, tr: Trained, progs, clf_prog, nb: dict, w: Windows, bs: int
@@ -787,7 +778,7 @@ def ood(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
         return {"skipped": "no OOD corpora (config.data.ood, config.data.heldout)"}
     progs = programs_for(config, tr.lm, k)
     clf_prog = classifier_program(tr.clf)
-    bs = max(1, min(150, 4096 // oc.window))
+    bs = batch_size_for(oc.window)
     gbi = select(tr.params, tr.rows("gbi"))
     encoded = {}
     for key, (blocks, field) in sets.items():
@@ -799,9 +790,7 @@ def ood(config, tr: Trained, corpora: Corpora, nb: dict) -> dict:
     scores = {}
     for key, w in encoded.items():
         s: dict[str, np.ndarray] = {}
-        per_seed = [batched(lambda p, ex, ss=float(oc.step_length / g): progs["ood"](p, ex, ss),
-                            select(gbi, [i]), w, bs) for i, g in enumerate(gnorm)]
-        res = jax.tree_util.tree_map(lambda *a: np.concatenate(a, 0), *per_seed)
+        res = batched(progs["ood"], gbi, w, bs, jnp.asarray(oc.step_length / gnorm, jnp.float32))
         for f, sign in OOD_ORIENTATION.items():
             s[f"gbi_{f}"] = sign * getattr(res, f)  # [S, N]
         s["gbi_exhaustive_loss"] = batched(progs["exhaustive"], gbi, w, bs).min(-1)
@@ -849,15 +838,13 @@ def _run_claimed(config, wd: Workdir, corpora: Corpora) -> dict[str, Any]:
     t0 = time.time()
     lm_fit, clf_fit, arms = train_networks(config, shared, tokenizer.vocab_size, k, wd)
     train_s = time.time() - t0
-    tr = Trained(lm_from(config, tokenizer.vocab_size, k),
-                 lm_from(config, tokenizer.vocab_size, k, out_features=k),
+    tr = Trained(lm_from(config, tokenizer.vocab_size),
+                 lm_from(config, tokenizer.vocab_size, out_features=k),
                  lm_fit.state.params, clf_fit.state.params, arms, tokenizer, corpora.names)
     t0 = time.time()
     nb = {}
-    class_ids = [ids[train.labels == c][:, :].reshape(-1) for c in range(k)]
-    if not isinstance(tokenizer, gtok.CharTokenizer):  # drop the padding of token blocks
-        class_ids = [np.concatenate([ids[i, :lengths[i]] for i in np.flatnonzero(train.labels == c)])
-                     for c in range(k)]
+    class_ids = [np.concatenate([ids[i, :lengths[i]] for i in np.flatnonzero(train.labels == c)])
+                 for c in range(k)]  # each corpus's training tokens, block padding dropped
     for n in config.eval.ngram_orders:
         nb[int(n)] = NGramNaiveBayes(int(n), tokenizer.vocab_size,
                                      float(config.eval.ngram_alpha)).fit(class_ids)

@@ -44,16 +44,24 @@ def _by_position(ax, results):
     ax.legend(fontsize=7)
 
 
+def _grouped_bars(ax, groups: dict, names: list, scale: float = 1.0, *, errors: bool):
+    """One bar per entry of ``names`` for every group ``{label: {name: stats}}``, side by
+    side; ``stats`` has ``mean`` (and ``sd``, drawn as error bars with ``errors``)."""
+    x = np.arange(len(names))
+    width = 0.8 / len(groups)
+    for i, (label, stats) in enumerate(groups.items()):
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, [scale * stats[n]["mean"] for n in names],
+               width, yerr=[scale * stats[n]["sd"] for n in names] if errors else None,
+               label=label)
+    return x
+
+
 def _identification(ax, results):
     ident = results["identification"]
     lens = list(ident["lengths"])
     methods = list(ident["lengths"][lens[0]]["accuracy"])
-    x = np.arange(len(methods))
-    width = 0.8 / len(lens)
-    for i, n in enumerate(lens):
-        acc = ident["lengths"][n]["accuracy"]
-        ax.bar(x + (i - (len(lens) - 1) / 2) * width, [100 * acc[m]["mean"] for m in methods],
-               width, yerr=[100 * acc[m]["sd"] for m in methods], label=f"{n} chars")
+    x = _grouped_bars(ax, {f"{n} chars": ident["lengths"][n]["accuracy"] for n in lens},
+                      methods, 100, errors=True)
     ax.axhline(100 * ident["chance"], color="k", ls=":", lw=0.8, label="chance")
     short = [m.replace("naive_bayes_", "NB ").replace("iterative_", "iter ")
              .replace("one_step_", "1-step ").replace("_arm", "") for m in methods]
@@ -106,11 +114,7 @@ def _ood(ax, results):
         return
     keys = list(o["auroc"])
     names = list(o["auroc"][keys[0]])
-    x = np.arange(len(names))
-    width = 0.8 / len(keys)
-    for i, k in enumerate(keys):
-        ax.bar(x + (i - (len(keys) - 1) / 2) * width, [o["auroc"][k][n]["mean"] for n in names],
-               width, label=f"{k} OOD")
+    x = _grouped_bars(ax, {f"{k} OOD": o["auroc"][k] for k in keys}, names, errors=False)
     ax.axhline(0.5, color="k", ls=":", lw=0.8)
     ax.set_xticks(x, [n.replace("gbi_", "GBI ").replace("naive_bayes_", "NB ") for n in names],
                   rotation=40, ha="right", fontsize=7)
