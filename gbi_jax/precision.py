@@ -1,0 +1,144 @@
+"""Reduced-precision matmuls for frozen-weight work (latent inference).
+
+:func:`with_matmul_dtype` rewrites a function so that every float32 matrix product in
+it -- including the products of its backward pass, when the function is a
+``jax.grad``/``value_and_grad`` -- takes its two operands in a narrower dtype
+(``bfloat16`` by default) and accumulates and returns float32. Everything else
+(elementwise ops, reductions, the latent and the optimiser state) stays float32.
+
+Why: latent inference is GEMM-bound (the frozen decoder's forward and input-gradient
+products are almost all of its FLOPs), and CPUs with ``avx512_bf16`` / AMX and every
+GPU/TPU multiply bfloat16 at two or more times their float32 rate. Rounding the
+operands to bfloat16 (8 bits of mantissa) perturbs each product by a relative
+~2^-9 per term; the accumulation in float32 keeps sums of many terms accurate. What
+that does to a given inference (agreement of the predicted tasks with float32, error
+of the final latent) depends on the model and is measured in ``benchmarks.inference``.
+
+The rewrite works on the function's jaxpr, so it applies to any model (Flax, plain
+``jnp``) without changing its code: it traces ``fn`` once per call signature (inside
+``jit`` that is once per compilation), replaces ``dot_general`` equations whose
+operands are float32, and recurses into ``jit``, ``scan``, ``while``, ``cond`` and
+custom-derivative sub-programs. Gradients must be taken *before* the rewrite (rewrite
+``value_and_grad(loss)``, not ``loss``): the rewritten function is for evaluation.
+
+Example::
+
+    vg = precision.with_matmul_dtype(jax.value_and_grad(loss_fn), jnp.bfloat16)
+    loss, grad = vg(z)          # bf16 products, f32 accumulation, f32 results
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jex_core
+
+__all__ = ["with_matmul_dtype", "check_matmul_dtype", "MATMUL_DTYPES"]
+
+MATMUL_DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def check_matmul_dtype(matmul_dtype: Any) -> Optional[Any]:
+    """``None`` (full float32) or the numpy dtype of ``matmul_dtype`` (``"bfloat16"``,
+    ``jnp.bfloat16``, ``"float16"``); anything else is a ``ValueError`` naming the choices."""
+    if matmul_dtype is None:
+        return None
+    if isinstance(matmul_dtype, str):
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"matmul_dtype must be None or one of {sorted(MATMUL_DTYPES)}, "
+                             f"got {matmul_dtype!r}.")
+        return np.dtype(MATMUL_DTYPES[matmul_dtype])
+    try:
+        dt = np.dtype(matmul_dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in {np.dtype(v) for v in MATMUL_DTYPES.values()}:
+        raise ValueError(f"matmul_dtype must be None or one of {sorted(MATMUL_DTYPES)}, "
+                         f"got {matmul_dtype!r}.")
+    return dt
+
+
+def with_matmul_dtype(fn: Callable, matmul_dtype: Any = jnp.bfloat16) -> Callable:
+    """``fn`` with every float32 ``dot_general`` computed from ``matmul_dtype`` operands
+    with float32 accumulation and float32 results (see the module docstring).
+
+    ``matmul_dtype=None`` returns ``fn`` itself. The wrapped function takes and returns
+    the same pytrees as ``fn``.
+    """
+    dtype = check_matmul_dtype(matmul_dtype)
+    if dtype is None:
+        return fn
+
+    def wrapped(*args):
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        flat = _eval(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(args), dtype)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), flat)
+
+    return wrapped
+
+
+def _is_f32(x) -> bool:
+    return np.dtype(getattr(x, "dtype", np.float64)) == np.float32
+
+
+def _rewrite_closed(closed, dtype):
+    """The ClosedJaxpr ``closed`` with its products rewritten (same signature)."""
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in closed.in_avals]
+    return jax.make_jaxpr(lambda *a: _eval(closed.jaxpr, closed.consts, list(a), dtype))(*specs)
+
+
+def _rewrite_param(value, dtype):
+    if isinstance(value, jex_core.ClosedJaxpr):
+        return _rewrite_closed(value, dtype)
+    if isinstance(value, (tuple, list)) and value and all(
+            isinstance(v, jex_core.ClosedJaxpr) for v in value):
+        return type(value)(_rewrite_closed(v, dtype) for v in value)
+    return value
+
+
+# Sub-program parameters evaluated inline (their primitive is a call whose result is
+# the sub-program's): jit, and the primal of custom-derivative functions (the rewritten
+# function is evaluated, not differentiated, so their derivative rules are not needed).
+_INLINE = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
+           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+           "custom_vjp_call_jaxpr": "fun_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr"}
+# Control flow whose ClosedJaxpr parameters are rewritten and then bound as they were.
+_REWRITE = {"scan": ("jaxpr",), "while": ("cond_jaxpr", "body_jaxpr"), "cond": ("branches",)}
+
+
+def _eval(jaxpr, consts, args, dtype) -> list:
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if name == "dot_general" and len(invals) == 2 and all(map(_is_f32, invals)):
+            params = dict(eqn.params, preferred_element_type=np.dtype(np.float32))
+            outs = eqn.primitive.bind(*(x.astype(dtype) for x in invals), **params)
+        elif name in _INLINE and _INLINE[name] in eqn.params:
+            sub = eqn.params[_INLINE[name]]
+            if isinstance(sub, jex_core.ClosedJaxpr):
+                outs = _eval(sub.jaxpr, sub.consts, invals, dtype)
+            else:  # an open Jaxpr (no consts)
+                outs = _eval(sub, [], invals, dtype)
+        elif name in _REWRITE:
+            params = {k: (_rewrite_param(v, dtype) if k in _REWRITE[name] else v)
+                      for k, v in eqn.params.items()}
+            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(params))
+        else:
+            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+        if not eqn.primitive.multiple_results:
+            outs = [outs]
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+    return [read(v) for v in jaxpr.outvars]
