@@ -115,25 +115,77 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation):
     return train_step
 
 
-def _check_member_block(member_block) -> None:
-    if member_block is None:
+def _check_member_block(member_block, allow_auto: bool = False) -> None:
+    if member_block is None or (allow_auto and member_block == AUTO):
         return
     if isinstance(member_block, bool) or not isinstance(member_block, (int, np.integer)) \
             or member_block < 1:
-        raise ValueError(f"member_block must be a positive integer or None, got {member_block!r}.")
+        choices = "a positive integer, 'auto' or None" if allow_auto else \
+            "a positive integer or None"
+        raise ValueError(f"member_block must be {choices}, got {member_block!r}.")
 
 
-CPU_MEMBER_BLOCK = 5
+AUTO = "auto"
 
 
-def resolve_member_block(member_block: Optional[int],
-                         cpu_default: int = CPU_MEMBER_BLOCK) -> Optional[int]:
-    """``member_block`` if set, else the platform default: ``cpu_default`` networks per
-    block on CPU (cache blocking; 5 measured about 1.2x faster than one vmap of 13 small
-    RNNs per core), none on GPU/TPU (one vmap keeps the device busy)."""
+def resolve_member_block(member_block: Optional[int | str]) -> Optional[int | str]:
+    """``member_block`` if set, else the platform default: ``"auto"`` on CPU (:func:`fit`
+    times a few block sizes on the real program and keeps the fastest,
+    :func:`tune_member_block`), ``None`` on GPU/TPU (one vmap keeps the device busy)."""
     if member_block is not None:
         return member_block
-    return cpu_default if jax.default_backend() == "cpu" else None
+    return AUTO if jax.default_backend() == "cpu" else None
+
+
+def member_block_candidates(n: int) -> list[Optional[int]]:
+    """Block sizes :func:`tune_member_block` tries for ``n`` members per device: ``None``
+    (one vmap) and the sizes that split them into 2, 3 or 4 near-equal blocks."""
+    sizes = sorted({-(-n // k) for k in (2, 3, 4)} - {n}, reverse=True)
+    return [None] + [s for s in sizes if 1 <= s < n]
+
+
+def tune_member_block(loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainState,
+                      member_data: PyTree, keys: jax.Array, shared_data: PyTree = None, *,
+                      mesh: Optional[jax.sharding.Mesh] = None, probe_steps: int = 50,
+                      name: str = "train"):
+    """The fastest ``member_block`` for this program on this machine
+    (:func:`gbi_jax.autotune.pick`), as an :class:`~gbi_jax.autotune.Choice`.
+
+    Each candidate (:func:`member_block_candidates`) runs ``probe_steps`` steps of the
+    real chunk program on the real (placed) state with the step limit at 0, so the
+    state is left as it is while every step's work is done; candidates are timed
+    round-robin, 5 calls each after a warm-up. The choice is cached per machine and
+    program (the key holds a hash of one training step's jaxpr and the member count),
+    so only the first run of a program on a machine pays the probe: one compilation
+    per candidate plus 24 short calls (about 35 s for the 13 networks per core of the
+    disentangling Fig. 1 on a 2-core CPU, against about 11 minutes of training).
+    """
+    import hashlib
+
+    from gbi_jax import autotune
+
+    n_dev = mesh.size if mesh is not None else 1
+    n = keys.shape[0] // n_dev
+    one = jax.tree_util.tree_map(lambda a: a[0], (state, member_data, keys))
+    step_fn = make_train_step(loss_fn, tx)
+    d = one[1] if shared_data is None else (one[1], shared_data)
+    program = str(jax.make_jaxpr(step_fn)(one[0], d, one[2]))
+    digest = hashlib.sha1(program.encode()).hexdigest()[:16]
+    key = f"member_block|{name}|{digest}|members_per_device={n}|steps={probe_steps}"
+    limit = jnp.asarray(0, jnp.int32)  # no step is applied: the state stays as it is
+    holder = {"state": jax.tree_util.tree_map(jnp.copy, state)}
+
+    def make_call(block):
+        fn = make_chunk_fn(loss_fn, tx, probe_steps, member_block=block, mesh=mesh)
+
+        def run():
+            holder["state"], metrics = fn(holder["state"], member_data, keys, limit,
+                                          shared_data)
+            jax.block_until_ready(metrics)
+
+        return run
+
+    return autotune.pick(key, member_block_candidates(n), make_call, rounds=5)
 
 
 def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
@@ -483,7 +535,7 @@ def _check_fit_args(num_steps, chunk_size, log_every, checkpoint_every, member_b
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     if log_every < 1 or checkpoint_every < 1:
         raise ValueError("log_every and checkpoint_every must be >= 1.")
-    _check_member_block(member_block)
+    _check_member_block(member_block, allow_auto=True)
     seeds = [int(s) for s in seeds]
     m = len(seeds)
     if m < 1:
@@ -670,7 +722,9 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         the steps in between).
       shard: split the member axis over devices when there are several.
       member_block: run each device's members in sequential blocks of at most this
-        many (cache blocking, see :func:`make_chunk_fn`); ``None``: one vmap over all.
+        many (cache blocking, see :func:`make_chunk_fn`); ``None``: one vmap over all;
+        ``"auto"``: the fastest of a few sizes, timed on this program and machine when
+        the fit starts and cached (:func:`tune_member_block`; the choice is logged).
         Same updates either way (up to float rounding of batched kernels).
       on_chunk: called with the completed step after every chunk (after saving);
         used by tests to simulate an interruption.
@@ -709,8 +763,18 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         shared_data = (_place(shared_data, jax.sharding.PartitionSpec()) if sharded
                        else jax.device_put(shared_data))
 
+    mesh = member_mesh() if sharded else None
+    if member_block == AUTO:
+        if start < num_steps:
+            choice = tune_member_block(loss_fn, tx, state, member_data, keys, shared_data,
+                                       mesh=mesh, probe_steps=min(chunk_size, num_steps, 50),
+                                       name=name)
+            logging.warning("[%s] %s", name, choice.describe("member_block"))
+            member_block = choice.value
+        else:
+            member_block = None
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
-                             mesh=member_mesh() if sharded else None)
+                             mesh=mesh)
     where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else None
     steps_log, hist = [], {}
     step = start

@@ -20,6 +20,10 @@ import pytest
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+# Machine-adaptive settings (gbi_jax.autotune) are cached next to the compiled programs,
+# not in the user's home.
+os.environ.setdefault("GBI_JAX_AUTOTUNE_CACHE", os.path.join(_ROOT, ".jax_cache",
+                                                             "autotune.json"))
 
 
 def pytest_addoption(parser):

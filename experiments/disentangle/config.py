@@ -106,9 +106,10 @@ def _base() -> ml_collections.ConfigDict:
     # Cache blocking of training (``gbi_jax.training.make_chunk_fn``): each device
     # runs its networks in sequential blocks of at most this many (a value >= the
     # networks per device: one vmap over all). Unset: the platform default
-    # (``training.resolve_member_block``): 5 on CPU, which splits the 13 networks per
-    # core of Fig. 1 into 5 / 4 / 4, measured about 1.2x faster than one block of 13 on
-    # the 2-core host with bitwise-equal results; no blocking on GPU/TPU.
+    # (``training.resolve_member_block``): on CPU the fastest of one vmap and blocks
+    # splitting each core's networks 2-6 ways, timed on the real program when training
+    # starts and cached per machine (``training.tune_member_block``; the best size
+    # differs between CPUs); no blocking on GPU/TPU. Results are bitwise equal either way.
     rt.member_block = ml_collections.config_dict.placeholder(int)
 
     e = c.eval = ml_collections.ConfigDict()
