@@ -49,6 +49,8 @@ class Choice:
         """One log line: the choice and, when measured, every candidate's relative speed."""
         if self.how == "cached":
             return f"{label}: {self.value!r} (cached for this machine; {cache_path()})"
+        if not self.seconds:
+            return f"{label}: {self.value!r} ({self.how})"
         best = min(self.seconds.values())
         parts = ", ".join(f"{k} {best / v:.2f}x" for k, v in self.seconds.items())
         return (f"{label}: {self.value!r} (measured in {self.probe_s:.1f}s; speed relative to "

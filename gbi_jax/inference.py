@@ -55,6 +55,7 @@ __all__ = [
     "entropy",
     "l2_penalty",
     "normalized_sgd",
+    "tune_chunk_size",
 ]
 
 
@@ -228,17 +229,49 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
     return OneStepResult(loss, grad, scores, posterior, prediction)
 
 
-CPU_CHUNK_SIZE = 250
+CPU_CHUNK_SIZE = 500
 
 
 def resolve_chunk_size(chunk_size: Optional[int | str]) -> Optional[int]:
     """``chunk_size`` for :func:`per_example`, with ``"auto"`` resolved for the backend
     JAX runs on: :data:`CPU_CHUNK_SIZE` latents per chunk on CPU (cache blocking), ``None``
     (one ``vmap``, which keeps an accelerator busy) on GPU/TPU. Integers and ``None``
-    are returned as they are."""
+    are returned as they are. The best chunk depends on the CPU and the model; pick it
+    by timing with :func:`tune_chunk_size` where it matters."""
     if chunk_size == "auto":
         return CPU_CHUNK_SIZE if jax.default_backend() == "cpu" else None
     return chunk_size
+
+
+def chunk_size_candidates(batch_size: int) -> list[Optional[int]]:
+    """Chunk sizes :func:`tune_chunk_size` tries for ``batch_size`` latents: ``None`` (one
+    ``vmap``) and the powers of two from 128 to 4096 below ``batch_size``."""
+    return [None] + [c for c in (128, 256, 512, 1024, 2048, 4096) if c < batch_size]
+
+
+def tune_chunk_size(make_call: Callable[[Optional[int]], Callable[[], Any]], batch_size: int,
+                    key: str, candidates: Optional[list] = None):
+    """The fastest ``chunk_size`` of :func:`per_example` for one workload on this machine.
+
+    ``make_call(chunk_size)`` returns a blocking zero-argument callable doing the real
+    work with that chunk size (e.g. a jitted :func:`optimize_batch` on the real batch);
+    ``key`` names the workload for the per-machine cache (:func:`gbi_jax.autotune.pick`,
+    which also documents the cache). On GPU/TPU the answer is ``None`` without timing.
+    Returns an :class:`~gbi_jax.autotune.Choice`: use ``.value``, log ``.describe()``.
+
+    Example::
+
+        fit = lambda c: jax.jit(lambda b: optimize_batch(loss, z0, b, opt, 50,
+                                                         chunk_size=c)[0])
+        choice = tune_chunk_size(lambda c: lambda: fit(c)(batch).block_until_ready(),
+                                 n, key="decoder-50-steps")
+    """
+    from gbi_jax import autotune
+
+    if jax.default_backend() != "cpu":
+        return autotune.Choice(None, "default for accelerators")
+    cands = chunk_size_candidates(batch_size) if candidates is None else candidates
+    return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call)
 
 
 def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int = 0,
@@ -255,7 +288,8 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
     results, but each chunk's activations stay in cache while an iterative
     optimisation runs all its steps (measured 1.2-1.5x faster for 10,000 latents
     through an MLP decoder on CPU; ``benchmarks/inference.py``). ``"auto"``: chunks of
-    :data:`CPU_CHUNK_SIZE` on CPU, none on GPU/TPU (:func:`resolve_chunk_size`).
+    :data:`CPU_CHUNK_SIZE` on CPU, none on GPU/TPU (:func:`resolve_chunk_size`); the
+    fastest size for a given workload and machine is found by :func:`tune_chunk_size`.
     """
     chunk_size = resolve_chunk_size(chunk_size)
     if chunk_size is not None and (isinstance(chunk_size, str) or int(chunk_size) < 1):

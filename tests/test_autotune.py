@@ -93,3 +93,21 @@ def test_fit_with_auto_member_block_matches_one_vmap(cache, caplog):
     assert "cached" in caplog.text
     with pytest.raises(ValueError, match="'auto'"):
         training.fit(member_block="fast", **kw)
+
+
+def test_tune_chunk_size_keeps_results_and_picks_a_candidate(cache):
+    from gbi_jax import inference
+
+    w = jax.random.normal(jax.random.PRNGKey(0), (8, 32))
+    batch = jax.random.normal(jax.random.PRNGKey(1), (600, 32))
+    loss = lambda z, x: jnp.sum((z @ w - x) ** 2)  # noqa: E731
+    opt = optax.sgd(1e-3)
+    fns = {c: jax.jit(lambda b, c=c: inference.optimize_batch(
+        loss, jnp.full((8,), 1 / 8), b, opt, 5, chunk_size=c)[0])
+        for c in inference.chunk_size_candidates(600)}
+    assert list(fns) == [None, 128, 256, 512]
+    choice = inference.tune_chunk_size(lambda c: lambda: fns[c](batch).block_until_ready(),
+                                       600, key="test")
+    assert choice.value in fns
+    ref = np.asarray(fns[None](batch))
+    np.testing.assert_allclose(np.asarray(fns[choice.value](batch)), ref, rtol=1e-5, atol=1e-6)
