@@ -46,7 +46,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from gbi_jax.workdir import Workdir
+from gbi_jax.tensorboard import ScalarWriter, member_runs
+from gbi_jax.workdir import Workdir, from_jsonable
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree, jax.Array, jax.Array], tuple[jax.Array, dict]]
@@ -683,10 +684,95 @@ def _logged_history(workdir: Workdir, name: str) -> tuple[list[int], dict[str, n
     return steps, {k: np.asarray([r[k] for r in rows]) for k in keys}
 
 
-def _log_progress(name: str, step: int, num_steps: int, loss: np.ndarray, rate: float) -> None:
-    logging.info("[%s] step %d/%d  loss %.5f  %.0f steps/s x %d nets  ETA %.0fs", name,
-                 step, num_steps, float(np.mean(loss[:, -1])), rate, loss.shape[0],
-                 (num_steps - step) / max(rate, 1e-9))
+TENSORBOARD_DIR = "tensorboard"  # <workdir>/tensorboard/<fit name>/<run>/events.out.tfevents.*
+MEAN_RUN = "mean"  # the TensorBoard run of the member means (and the perf/* timings)
+_PROGRESS_EVERY_S = 10.0  # the progress line at most this often (plus chunks 1, 2, last)
+
+
+def _board_events(name: str, rows: Sequence[dict],
+                  runs: Sequence[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """``{run: [(step, {metric: value})]}`` of fit ``name``'s ``metrics.jsonl`` rows (as
+    :func:`_metrics_row` makes them): run ``runs[m]`` holds member m's value of every
+    scalar metric, run :data:`MEAN_RUN` the mean over members."""
+    key = f"{name}_step"
+    out: dict[str, list[tuple[int, dict[str, float]]]] = {run: [] for run in [*runs, MEAN_RUN]}
+    for row in rows:
+        tags = [k for k, v in row.items()
+                if k != key and not k.endswith("_mean") and np.ndim(v) == 1]
+        for m, run in enumerate(runs):
+            out[run].append((row[key], {k: float(row[k][m]) for k in tags}))
+        out[MEAN_RUN].append((row[key], {k: float(row[f"{k}_mean"]) for k in tags}))
+    return out
+
+
+def _start_board(workdir: Workdir, name: str, runs: Sequence[str],
+                 start: int) -> ScalarWriter:
+    """The TensorBoard event files of fit ``name`` (``<workdir>/tensorboard/<name>``),
+    rewritten to hold exactly the rows of ``metrics.jsonl`` kept at this (re)start; the
+    ``perf/*`` timings logged up to ``start`` are kept."""
+    rows = [from_jsonable(r) for r in workdir.read_metrics() if f"{name}_step" in r]
+    return ScalarWriter(workdir.file(os.path.join(TENSORBOARD_DIR, name)),
+                        _board_events(name, rows, runs), until=start)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3m 05s`` or ``2h 07m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+class _Progress:
+    """Timing of a fit's chunks: the progress line (absl INFO, shown by the experiment
+    entry points) and the same numbers as ``perf/*`` scalars.
+
+    The first chunk's time runs from its dispatch to its metrics on the host, so it
+    includes compiling the chunk program. The speed (steps per second, each step
+    training every member) is measured from the end of the first chunk on, and the
+    compile time is estimated once, at the second chunk, as the first chunk's time
+    minus the second's.
+    """
+
+    def __init__(self, name: str, num_steps: int, members: int):
+        self.name, self.num_steps, self.members = name, num_steps, members
+        self.t0 = self.last_end = time.perf_counter()
+        self.first: Optional[tuple[float, int]] = None  # (time, step) at the first chunk's end
+        self.chunks = 0
+        self.last_line = -np.inf
+
+    def chunk_done(self, step: int, loss: np.ndarray) -> dict[str, float]:
+        """Count a chunk that ended at ``step`` (``loss``: its ``[M, steps]`` losses), log
+        the progress line when due (chunks 1 and 2, the last one, and otherwise at most
+        every 10 s) and return the chunk's ``perf/*`` scalars: ``first_chunk_s`` (chunk
+        1), ``steps_per_sec`` and ``eta_s`` (from chunk 2 on), ``compile_s`` (chunk 2)."""
+        now = time.perf_counter()
+        self.chunks += 1
+        if self.first is None:
+            self.first = (now, step)
+            perf = {"perf/first_chunk_s": now - self.t0}
+            speed = f"first chunk (compile + run) {_duration(now - self.t0)}"
+        else:
+            t1, s1 = self.first
+            rate = (step - s1) / max(now - t1, 1e-9)
+            eta = (self.num_steps - step) / max(rate, 1e-9)
+            perf = {"perf/steps_per_sec": rate, "perf/eta_s": eta}
+            speed = f"{rate:.0f} steps/s x {self.members} nets  ETA {_duration(eta)}"
+            if self.chunks == 2:
+                first_s, second_s = t1 - self.t0, now - self.last_end
+                perf["perf/compile_s"] = compile_s = max(first_s - second_s, 0.0)
+                speed += (f"  compile ~{_duration(compile_s)} (first chunk "
+                          f"{_duration(first_s)} minus the second, {_duration(second_s)})")
+        self.last_end = now
+        if step >= self.num_steps:
+            speed += f"  done in {_duration(now - self.t0)}"
+        if self.chunks <= 2 or step >= self.num_steps or now - self.last_line >= _PROGRESS_EVERY_S:
+            self.last_line = now
+            logging.info("[%s] step %d/%d  loss %.5f  %s", self.name, step, self.num_steps,
+                         float(np.mean(loss[:, -1])), speed)
+        return perf
 
 
 def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
@@ -695,14 +781,18 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
         checkpoint_every: int = 1, log_every: int = 1, shard: bool = True,
         member_block: Optional[int] = None, on_chunk: Optional[Callable[[int], None]] = None,
         name: str = "train", max_loss: Optional[float] = None,
-        max_grad_norm: Optional[float] = None, shared_data: PyTree = None) -> FitResult:
+        max_grad_norm: Optional[float] = None, shared_data: PyTree = None,
+        tensorboard: bool = True) -> FitResult:
     """Train ``len(seeds)`` networks together.
 
     Steps: initialise every member or restore the newest intact checkpoint (and drop
     the metric rows logged after it); then, chunk by chunk, run ``chunk_size`` steps in
     one compiled program, check the losses and gradient norms (finite, within
     ``max_loss`` / ``max_grad_norm``), log the metrics (averaged over ``log_every``
-    steps) and save a checkpoint (only of finite parameters).
+    steps) and save a checkpoint (only of finite parameters). A progress line (absl
+    INFO: step, loss, steps/s, ETA, and once the first chunk's time, which includes
+    compiling) is logged after the first two chunks, the last, and otherwise at most
+    every 10 s.
 
     Args:
       init_fn: ``(key, data) -> params`` for one member.
@@ -733,6 +823,14 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
       max_loss: stop when a member's loss exceeds this (None: only non-finite stops).
       max_grad_norm: stop when a member's gradient norm exceeds this (None: only
         non-finite stops).
+      tensorboard: with a workdir, also write every metrics row as TensorBoard scalars
+        (:mod:`gbi_jax.tensorboard`, no TensorFlow needed) under
+        ``<workdir>/tensorboard/<name>/``: one run per member (``seed_<s>``, or
+        ``member_<i>_seed_<s>`` when members share a seed) and a run ``mean`` with the
+        member means and the timings (``perf/steps_per_sec``, ``perf/eta_s``,
+        ``perf/first_chunk_s``, ``perf/compile_s``), tags named as the metrics. The
+        files are rewritten from ``metrics.jsonl`` when the fit (re)starts, so after a
+        resume they hold the same steps as an uninterrupted run; only process 0 writes.
 
     Raises:
       ValueError: bad arguments (each message names the argument).
@@ -776,10 +874,13 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
     chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
                              mesh=mesh)
     where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else None
+    runs = member_runs(seeds)
+    board = (_start_board(workdir, name, runs, start)
+             if tensorboard and workdir is not None and workdir.writer else None)
     steps_log, hist = [], {}
     step = start
     last_saved = start if restored else None
-    t0 = time.time()
+    progress = _Progress(name, num_steps, m)
     chunk_index = 0
     limit = jnp.asarray(num_steps, jnp.int32)
     # The device never waits for the host: chunk k + 1 is dispatched before chunk k's
@@ -814,12 +915,19 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                 if save:
                     _check_params(state.params, step=step, seeds=seeds, name=name,
                                   last_saved=last_saved, where=where)
-                workdir.append_metrics([_metrics_row(name, s, row) for s, row in rows])
+                logged = [_metrics_row(name, s, row) for s, row in rows]
+                workdir.append_metrics(logged)
                 if save:
                     _save(manager, step, _unpadded(state, m))
                     last_saved = step
-            _log_progress(name, step, num_steps, metrics["loss"],
-                          (step - start) / max(time.time() - t0, 1e-9))
+            perf = progress.chunk_done(step, metrics["loss"])
+            if board is not None:  # after metrics.jsonl, which a restart rewrites these from
+                events = _board_events(name, logged, runs)
+                events[MEAN_RUN][-1][1].update(perf)  # the chunk's last row is at ``step``
+                for run, run_events in events.items():
+                    for row_step, scalars in run_events:
+                        board.add(run, row_step, scalars)
+                board.flush()
             if on_chunk is not None:
                 on_chunk(step)
     finally:
