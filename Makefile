@@ -30,8 +30,8 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m launch.docs --workdirs=$(WORKDIRS) $(if $(ONLY),--only=$(ONLY))
 
-# Every benchmark (gbi_jax vs PyTorch); writes benchmarks/RESULTS.md and
-# docs/disentangle/BENCHMARK.md.
+# Every benchmark (gbi_jax vs PyTorch, about 7 min on 2 cores); writes
+# docs/benchmarks/inference.md and docs/benchmarks/disentangle_train.md.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.inference

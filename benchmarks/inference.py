@@ -1,11 +1,13 @@
-r"""Latent-inference throughput: gbi_jax vs PyTorch, same model and work, one process.
+r"""Latent-inference throughput: gbi_jax vs the PyTorch peers a user would pick.
 
 Run from the repository root (PyTorch from ``pip install -e '.[bench]'``; ``make bench``)::
 
-    python -m benchmarks.inference            # a few minutes, writes benchmarks/RESULTS.md
-    python -m benchmarks.inference --quick    # ~1 minute smoke run, prints only
+    python -m benchmarks.inference          # about 3 min on 2 cores; docs/benchmarks/inference.md
+    python -m benchmarks.inference --quick  # under 1 min, prints only
 
-The timed work is ``benchmarks/inference_work.py``, the tables and the results page
+The run first prints its estimated wall time (from a calibration of a few steps of every
+variant). The timed work is ``benchmarks/inference_work.py`` (PyTorch side:
+``benchmarks/inference_torch.py``), the tables and the results page
 ``benchmarks/inference_report.py``.
 
 The work
@@ -26,9 +28,13 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
      ``optax.sgd(lr, momentum=0.5)``.
 (a') optional diagnostic (``--diag``): gbi_jax ``optimize`` on the whole ``[N, K]``
      latent with the loss summed over examples (mathematically the same updates).
-(a*) the same work as (a) scheduled by the benchmark as ``lax.map`` over chunks of
-     ``--chunk`` (250) latents, each chunk running all S steps of ``jit(vmap(optimize))``
-     (cache blocking; a JAX-side optimisation, reported separately from (a)).
+(a*) the same work as (a) with the library's ``chunk_size=--chunk`` (250): ``lax.map``
+     over chunks of latents, each chunk running all S steps (cache blocking), timed
+     where N is a larger multiple of the chunk.
+(a-bf16) (a) with ``matmul_dtype="bfloat16"`` (``inference_work.build_bf16_fn``):
+     bfloat16 operands, float32 accumulation for the frozen decoder's products. Timed
+     with ``--bf16`` (default: where the CPU has bfloat16 instructions and gbi_jax the
+     option); its argmax agreement with (a) and max final-latent error are reported.
 (b)  PyTorch, per example in the style of the authors' code: one latent at a time,
      a ``[K]`` tensor with ``requires_grad``, ``torch.optim.SGD(momentum=0.5)``,
      S steps of zero_grad/forward/backward/step. Its rate does not depend on N, so a
@@ -38,9 +44,18 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
      the same SGD, loss summed over examples (per-example gradients independent).
 (c') PyTorch ``torch.func.vmap(torch.func.grad(per_example_loss))`` with the same
      momentum-SGD arithmetic written out in place.
+(c-pc) (c) in one process per core (``--procs``, default the usable cores), one
+     PyTorch thread each, each on a contiguous ``1/P`` of the N latents
+     (``benchmarks.common.ProcessPool``: spawned once per N, started together at a
+     barrier, timed from it to the last process done). Its final latents are compared
+     with (a) on all N.
+
+"Best torch" is the fastest of (c), (c') and (c-pc); the headline ratio is
+(a)/best torch.
 
 One-step inference (one forward+backward at the uniform latent, argmax of -grad):
-gbi_jax ``jit(one_step_batch)`` vs PyTorch batched autograd.
+gbi_jax ``jit(one_step_batch)`` (and with bf16 matmuls) vs PyTorch batched autograd in
+one process and in one process per core; ratio jax/best torch.
 
 FLOP count (matmul FLOPs only, stated exactly)
 -----------------------------------------------
@@ -50,25 +65,29 @@ only input gradients (weights frozen): dh2 = dy W3^T (2*784*256), dh1 = dh2 W2^T
 (2*256*256), dz = dh1 W1^T (2*256*10) = 537,600 FLOPs, i.e. exactly 1x forward.
 Total 1,075,200 FLOPs per latent per step (one-step inference: one such step).
 Not counted: bias adds, ReLU and its mask, the squared error, the optimizer update
-(about 5k elementwise ops per latent per step, < 0.5 %).
+(about 5k elementwise ops per latent per step, < 0.5 %). Every variant's achieved
+GFLOP/s is this count over its time, also as a share of the peaks.
 
-"Matmul peak" is measured in the same run: the median FLOP/s of a float32
-``--peak_n`` (2048) square product, with jitted ``jnp.dot`` and with ``torch.mm``;
-the machine's peak is the larger of the two.
+Peaks (``benchmarks.common.Peaks``), timed in the same rounds as each N: float32
+``--peak_n`` (2048) square products with jitted ``jnp.dot``, with ``torch.mm`` and with
+one 1-thread ``torch.mm`` per core in the per-core processes (summed); the fp32 peak is
+the fastest. Where the CPU has bfloat16 instructions, also ``jnp.dot`` of bfloat16
+operands with float32 accumulation and ``torch.mm`` of bfloat16 tensors; the bf16 peak
+is the faster.
 
-Timing: for each N, every variant (and the two peak matmuls) is first run once to
+Timing: for each N, every variant (and the peak matmuls) is first run once to
 warm up (compile / allocate) and then timed round-robin, ``--repeats`` rounds, each
 number being the median; so a change of load on a shared machine hits all
 variants alike and the ratios stay meaningful. JAX results are
 ``block_until_ready``-ed (PyTorch CPU ops are synchronous). Both libraries use the
 same cores: XLA's CPU client uses all the process's cores for its intra-op thread
-pool, and PyTorch runs with ``torch.set_num_threads(--torch_threads)`` (default: the
-process's core count). Because OpenMP barriers stall badly when other processes
-share the cores (the per-example loop (b) is overhead-bound and gains nothing from
-threads anyway), every PyTorch variant is also probed with 1 thread (3 steps, 3 rounds,
-round-robin) and timed with the faster setting (probe times are printed; turn this
-off with ``--torch_fixed_threads``). (b) is probed on 2
-latents. For N >= 5000 the number of rounds is ``max(3, --repeats - 2)``.
+pool, and in-process PyTorch runs with ``torch.set_num_threads(--torch_threads)``
+(default: the process's core count). Because OpenMP barriers stall badly when other
+processes share the cores (the per-example loop (b) is overhead-bound and gains nothing
+from threads anyway), every in-process PyTorch variant is also probed with 1 thread (3
+steps, 3 rounds, round-robin) and timed with the faster setting (probe times are
+printed; turn this off with ``--torch_fixed_threads``). (b) is probed on 2 latents. For
+N >= 5000 the number of rounds is ``max(3, --repeats - 2)``.
 """
 
 from __future__ import annotations
@@ -97,6 +116,17 @@ _PEAK_N = flags.DEFINE_integer("peak_n", 2048, "Matmul size for the peak.")
 _CHECK = flags.DEFINE_integer(
     "check", 5, "Examples whose final latents are compared across (a), (b), (c).")
 _NO_TORCH_FUNC = flags.DEFINE_bool("no_torch_func", False, "Skip variant (c').")
+_BF16 = flags.DEFINE_bool(
+    "bf16", None, "Time (a-bf16), gbi_jax with bfloat16 matmuls (default: where the CPU has "
+    "bfloat16 instructions and gbi_jax the matmul_dtype option).")
+_PER_CORE = flags.DEFINE_bool(
+    "per_core", True, "Time (c-pc) and one-step PyTorch in one process per core.")
+_PROCS = flags.DEFINE_integer("procs", 0, "Processes of the per-core variants; 0 = usable "
+                              "cores.")
+_ESTIMATE = flags.DEFINE_bool(
+    "estimate", True, "Print the estimated wall time first (a calibration of about 15 s).")
+_ESTIMATE_ONLY = flags.DEFINE_bool(
+    "estimate_only", False, "Print the estimated wall time of the run and stop.")
 _DIAG = flags.DEFINE_bool(
     "diag", False, "Also time diagnostic variant (a'): optimize on [N,K] with a summed loss.")
 _CHUNK = flags.DEFINE_integer(
@@ -111,9 +141,11 @@ _SHOW_DOTS = flags.DEFINE_bool(
     "show_dots", False, "Print the dot ops of the compiled (a) program at the largest N.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and targets.")
 _QUICK, _OUT = common.define_run_flags(
-    "Short run: sizes 100,1000, 3 repeats, 5 per-example latents, 1024 peak matmul.", None,
-    "Markdown results file; default benchmarks/RESULTS.md for a full run, none for --quick; "
-    "'' disables.")
+    "Short run: sizes 100,1000, 3 repeats, 5 per-example latents (unless given); prints "
+    "only.", None,
+    "Markdown results file; default docs/benchmarks/inference.md for a full run, none for "
+    "--quick; '' disables.")
+DEFAULT_OUT = os.path.join("docs", "benchmarks", "inference.md")
 
 def settings_from_flags():
     """The `inference_work.Settings` and output path of the flags (``--quick`` applied)."""
@@ -121,20 +153,25 @@ def settings_from_flags():
 
     sizes, repeats = _SIZES.value, _REPEATS.value
     per_example, peak_n = _PER_EXAMPLE.value, _PEAK_N.value
-    if _QUICK.value:
-        sizes = "100,1000"
-        repeats = min(repeats, 3)
-        per_example = min(per_example, 5)
-        peak_n = min(peak_n, 1024)
+    if _QUICK.value:  # flags given on the command line win
+        given = lambda name: flags.FLAGS[name].present  # noqa: E731
+        sizes = sizes if given("sizes") else "100,1000"
+        repeats = repeats if given("repeats") else min(repeats, 3)
+        per_example = per_example if given("per_example_subset") else min(per_example, 5)
     out = _OUT.value
     if out is None:
-        out = "" if _QUICK.value else os.path.join(REPO_ROOT, "benchmarks", "RESULTS.md")
+        out = "" if _QUICK.value else os.path.join(REPO_ROOT, DEFAULT_OUT)
+    bf16 = _BF16.value
+    if bf16 is None:
+        from benchmarks.inference_work import bf16_available
+
+        bf16 = common.has_bf16() and bf16_available()
     s = Settings(sizes=tuple(int(x) for x in sizes.split(",") if x.strip()), steps=_STEPS.value,
                  lr=_LR.value, noise=_NOISE.value, repeats=repeats,
                  per_example_subset=per_example, torch_threads=_TORCH_THREADS.value,
                  peak_n=peak_n, check=_CHECK.value, torch_func=not _NO_TORCH_FUNC.value,
                  diag=_DIAG.value, chunk=_CHUNK.value, torch_fixed_threads=_TORCH_FIXED.value,
-                 seed=_SEED.value)
+                 seed=_SEED.value, bf16=bf16, per_core=_PER_CORE.value, procs=_PROCS.value)
     return s, out
 
 
@@ -149,19 +186,29 @@ def main(argv: Sequence[str]) -> int:
     t_start = time.perf_counter()
     threads = work.init_torch(s)
     command = "python -m benchmarks.inference " + " ".join(sys.argv[1:])
-    info = common.machine_info({"torch threads": str(threads)})
+    info = common.machine_info({"torch threads (in-process variants)": str(threads),
+                                "processes of the per-core variants": str(s.nprocs)
+                                if s.per_core else "off"})
     print("\n".join(report.machine_lines(info)))
 
     st = work.setup(s)
+    est = None
+    if _ESTIMATE.value or _ESTIMATE_ONLY.value:
+        est = work.estimate(st, s, gemm=not _NO_GEMM.value)
+        print("\n" + report.estimate_line(est), flush=True)
+        if _ESTIMATE_ONLY.value:
+            return 0
     chk = work.check(st, s)
     print("\n".join(report.check_lines(chk, s)))
 
-    jax_mm, mm_flops = common.jax_matmul_fn(s.peak_n)
-    torch_mm, _ = common.torch_matmul_fn(s.peak_n)
     results = []
     for n in s.sizes:
-        results.append(work.measure_size(st, s, n, (jax_mm, torch_mm, mm_flops)))
-        print(report.size_line(results[-1]), flush=True)
+        t_n = time.perf_counter()
+        results.append(work.measure_size(st, s, n))
+        took = time.perf_counter() - t_n
+        print(report.size_line(results[-1], s)
+              + f"\n    took {took:.0f} s"
+              + (f" (estimated {est['per_n'][n]:.0f} s)" if est else ""), flush=True)
 
     gemm = []
     if not _NO_GEMM.value:
@@ -177,7 +224,7 @@ def main(argv: Sequence[str]) -> int:
 
     elapsed = time.perf_counter() - t_start
     load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(report.console_text(results, s, elapsed, load_end))
+    print(report.console_text(results, s, elapsed, load_end, est))
     if out:
         report.write_page(out, report.markdown(results=results, s=s, chk=chk, gemm=gemm,
                                                info=info, command=command, elapsed=elapsed,

@@ -1,4 +1,4 @@
-"""The report of ``benchmarks.inference``: console tables and ``benchmarks/RESULTS.md``.
+"""The report of ``benchmarks.inference``: console tables and ``docs/benchmarks/inference.md``.
 
 Formats the numbers of ``benchmarks.inference_work`` (rates in latents/s, FLOP/s, times
 in seconds); nothing here times anything. `markdown` is the results page; `write_page`
@@ -8,7 +8,7 @@ writes it and keeps the hand-written notes below `NOTES_MARKER` of an existing p
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from benchmarks import common
 from benchmarks.inference_work import (BWD_FLOPS, FLOPS_PER_LATENT_STEP, FWD_FLOPS, HIDDEN, K,
@@ -16,13 +16,48 @@ from benchmarks.inference_work import (BWD_FLOPS, FLOPS_PER_LATENT_STEP, FWD_FLO
 
 NOTES_MARKER = "<!-- hand-written notes below are kept when the benchmark rewrites this file -->"
 
+# The iterative variants: key, short label, long label.
+ITERATIVE = [
+    ("a", "(a)", "(a) gbi_jax jit(vmap(optimize))"),
+    ("b", "(b)", "(b) torch per-example*"),
+    ("c", "(c)", "(c) torch batched"),
+    ("c2", "(c')", "(c') torch.func.vmap"),
+    ("c_mp", "(c-pc)", "(c-pc) torch batched, 1 process per core"),
+    ("a2", "(a')", "(a') jax summed [N,K]"),
+    ("a3", "(a*)", "(a*) jax chunked"),
+    ("a_bf16", "(a-bf16)", "(a-bf16) gbi_jax bf16 matmuls"),
+]
+TORCH_BATCHED = ("c", "c2", "c_mp")      # candidates of "best torch" (iterative)
+TORCH_ONE_STEP = ("os_c", "os_c_mp")     # candidates of "best torch" (one-step)
+LABEL = {k: short for k, short, _ in ITERATIVE}
+LABEL.update(os_a="jax", os_bf16="jax bf16", os_c="torch", os_c_mp="torch per core")
+
 
 def fmt_rate(r: float) -> str:
     return f"{r:,.0f}" if r >= 100 else f"{r:,.1f}"
 
 
 def with_thr(r: dict, v: str) -> str:
-    return f"{fmt_rate(r[v])} ({r[v + '_thr']}t)"
+    if v not in r:
+        return "-"
+    if f"{v}_thr" in r:
+        return f"{fmt_rate(r[v])} ({r[v + '_thr']}t)"
+    if v in ("c_mp", "os_c_mp"):
+        return f"{fmt_rate(r[v])} ({r.get('procs', '?')}x1t)"
+    return fmt_rate(r[v])
+
+
+def peaks_of(r: dict) -> common.Peaks:
+    """The run's `common.Peaks` at this N (built from the fp32 numbers if only those)."""
+    if "peaks" in r:
+        return r["peaks"]
+    return common.Peaks(n=0, fp32_jax=r["peak_jax"], fp32_torch=r["peak_torch"])
+
+
+def best(r: dict, keys: Sequence[str]) -> tuple[str, float]:
+    """``(key, rate)`` of the fastest of ``keys`` measured in ``r``."""
+    k = max((k for k in keys if k in r), key=lambda k: r[k])
+    return k, r[k]
 
 
 def machine_lines(info: dict[str, str]) -> list[str]:
@@ -44,19 +79,43 @@ def check_lines(chk: dict[str, Any], s: Settings) -> list[str]:
     ]
 
 
-def size_line(r: dict[str, Any]) -> str:
+def estimate_line(est: dict[str, Any]) -> str:
+    per = ", ".join(f"N={n:,}: {v / 60:.1f}" for n, v in est["per_n"].items())
+    return (f"estimated wall time of this run: {est['total_s'] / 60:.1f} min ({per} min; "
+            f"calibrated in {est['calibration_s']:.0f} s on {est['n_cal']:,} latents; "
+            "scales with the machine's load)")
+
+
+def iter_flops(r: dict, v: str, s: Settings) -> float:
+    return r[v] * s.steps * FLOPS_PER_LATENT_STEP
+
+
+def size_line(r: dict[str, Any], s: Settings) -> str:
     """One line per N, printed as soon as that N is timed."""
-    best_c = max(r["c"], r.get("c2", 0.0))
-    return (f"N={r['n']:>6}: (a) {r['a']:,.0f}/s [{r['a_flops'] / 1e9:.1f} GFLOP/s = "
-            f"{r['a_flops'] / r['peak']:.0%} of peak {r['peak'] / 1e9:.0f}]"
-            f"  (b) {with_thr(r, 'b')}  (c) {with_thr(r, 'c')}"
-            + (f"  (c') {with_thr(r, 'c2')}" if "c2" in r else "")
-            + (f"  (a') {fmt_rate(r['a2'])}" if "a2" in r else "")
-            + (f"  (a*) {fmt_rate(r['a3'])}" if "a3" in r else "")
-            + f"  | (a)/(b) {r['a'] / r['b']:.1f}x  (a)/(c) {r['a'] / r['c']:.2f}x"
-            f"  (a)/max(c,c') {r['a'] / best_c:.2f}x"
-            f"  | one-step: jax {fmt_rate(r['os_a'])} torch {with_thr(r, 'os_c')}"
-            f" (predictions agree {r['os_agree']:.1%}, accuracy {r['os_acc']:.1%})")
+    peaks = peaks_of(r)
+    bk, bv = best(r, TORCH_BATCHED)
+    ok, ov = best(r, TORCH_ONE_STEP)
+    parts = [f"N={r['n']:>6}:"]
+    for k, short, _ in ITERATIVE:
+        if k in r:
+            parts.append(f"{short} {with_thr(r, k)}")
+    line = "  ".join(parts)
+    line += (f"\n    (a) {common.share(iter_flops(r, 'a', s), peaks)};"
+             f" best torch {LABEL[bk]} {common.share(iter_flops(r, bk, s), peaks)}")
+    line += f"\n    (a)/best torch {r['a'] / bv:.2f}x  (a)/(b) {r['a'] / r['b']:.1f}x"
+    if "a3" in r:
+        line += f"  (a*)/best torch {r['a3'] / bv:.2f}x"
+    if "a_bf16" in r:
+        line += (f"  (a-bf16)/best torch {r['a_bf16'] / bv:.2f}x (argmax agrees with (a) "
+                 f"{r['bf16_agree']:.1%}, max|z - z_a| {r['bf16_err']:.1e})")
+    line += (f"\n    one-step: jax {fmt_rate(r['os_a'])}"
+             + (f" jax-bf16 {fmt_rate(r['os_bf16'])}" if "os_bf16" in r else "")
+             + f" torch {with_thr(r, 'os_c')}"
+             + (f" torch per core {with_thr(r, 'os_c_mp')}" if "os_c_mp" in r else "")
+             + f" | jax/best torch {r['os_a'] / ov:.2f}x"
+             f" (predictions agree {r['os_agree']:.1%}, accuracy {r['os_acc']:.1%})")
+    line += f"\n    peaks: {peaks.describe()}"
+    return line
 
 
 def gemm_header(thread_opts: Sequence[int]) -> list[str]:
@@ -77,38 +136,97 @@ def gemm_rows(timings: Sequence[dict], thread_opts: Sequence[int]) -> list[list[
     return rows
 
 
+def _present(results: Sequence[dict], k: str) -> bool:
+    return any(k in r for r in results)
+
+
 def iterative_table(results: Sequence[dict], s: Settings) -> tuple[list[str], list[list[str]]]:
-    header = ["N", "(a) gbi_jax jit(vmap(optimize))", "(b) torch per-example*",
-              "(c) torch batched", "(c') torch.func.vmap"] + \
-        (["(a') jax summed [N,K]"] if s.diag else []) + \
-        ([f"(a*) jax chunked {s.chunk}"] if s.chunk else []) + \
-        ["(a)/(b)", "(a)/(c)", "(a)/max(c,c')", "(a) GFLOP/s", "(a) % of peak",
-         "(a*)/(c)", "(a*) % of peak",
-         "(c) GFLOP/s", "peak jnp.dot / torch.mm GFLOP/s"]
+    """Latents/s of every variant, the best PyTorch and the ratios to it."""
+    cols = [(k, long) for k, _, long in ITERATIVE
+            if k in ("a", "b", "c") or (k == "c2" and s.torch_func) or (k == "a2" and s.diag)
+            or (k == "a3" and s.chunk) or _present(results, k)]
+    header = ["N"] + [f"{long} {s.chunk}" if k == "a3" else long for k, long in cols] + \
+        ["best torch", "(a)/best torch", "(a)/(b)"] + \
+        (["(a*)/best torch"] if s.chunk else []) + \
+        (["(a-bf16)/best torch"] if _present(results, "a_bf16") else [])
     rows = []
     for r in results:
-        best_c = max(r["c"], r.get("c2", 0.0))
+        bk, bv = best(r, TORCH_BATCHED)
         rows.append(
-            [f"{r['n']:,}", fmt_rate(r["a"]), with_thr(r, "b"), with_thr(r, "c"),
-             with_thr(r, "c2") if "c2" in r else "-"]
-            + ([fmt_rate(r["a2"])] if s.diag else [])
-            + ([fmt_rate(r["a3"]) if "a3" in r else "-"] if s.chunk else [])
-            + [f"{r['a'] / r['b']:.1f}x", f"{r['a'] / r['c']:.2f}x",
-               f"{r['a'] / best_c:.2f}x", f"{r['a_flops'] / 1e9:.1f}",
-               f"{r['a_flops'] / r['peak']:.0%}",
-               f"{r['a3'] / r['c']:.2f}x" if "a3" in r else "-",
-               f"{r['a3'] * FLOPS_PER_LATENT_STEP * s.steps / r['peak']:.0%}"
-               if "a3" in r else "-", f"{r['c_flops'] / 1e9:.1f}",
-               f"{r['peak_jax'] / 1e9:.0f} / {r['peak_torch'] / 1e9:.0f}"])
+            [f"{r['n']:,}"] + [with_thr(r, k) for k, _ in cols]
+            + [f"{LABEL[bk]} {fmt_rate(bv)}", f"{r['a'] / bv:.2f}x", f"{r['a'] / r['b']:.1f}x"]
+            + ([f"{r['a3'] / bv:.2f}x" if "a3" in r else "-"] if s.chunk else [])
+            + ([f"{r['a_bf16'] / bv:.2f}x" if "a_bf16" in r else "-"]
+               if _present(results, "a_bf16") else []))
+    return header, rows
+
+
+def flops_table(results: Sequence[dict], s: Settings) -> tuple[list[str], list[list[str]]]:
+    """Achieved matmul GFLOP/s of every variant and its share of the fp32 / bf16 peaks."""
+    bf16 = any(peaks_of(r).bf16 for r in results)
+    header = ["N", "variant", "GFLOP/s", "% of fp32 peak"] + (["% of bf16 peak"] if bf16 else [])
+    rows = []
+    for r in results:
+        peaks = peaks_of(r)
+        variants = [(k, short, r[k] * s.steps) for k, short, _ in ITERATIVE if k in r]
+        variants += [(k, f"one-step {LABEL[k]}", r[k]) for k in
+                     ("os_a", "os_bf16", "os_c", "os_c_mp") if k in r]
+        for k, label, lat_steps in variants:
+            cells = common.share_cells(lat_steps * FLOPS_PER_LATENT_STEP, peaks)
+            rows.append([f"{r['n']:,}", label] + cells[:2] + (cells[2:] if bf16 else []))
+    return header, rows
+
+
+def peaks_table(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """The matmul peaks measured in each N's rounds, GFLOP/s."""
+    g = lambda x: "-" if x is None else f"{x / 1e9:,.0f}"  # noqa: E731
+    header = ["N", "fp32 peak", "fp32 jnp.dot", "fp32 torch.mm", "fp32 1-thread torch.mm per "
+              "core, summed", "bf16 peak", "bf16 jnp.dot (fp32 acc.)", "bf16 torch.mm"]
+    rows = []
+    for r in results:
+        p = peaks_of(r)
+        rows.append([f"{r['n']:,}", g(p.fp32), g(p.fp32_jax), g(p.fp32_torch),
+                     g(p.fp32_per_core), g(p.bf16), g(p.bf16_jax), g(p.bf16_torch)])
     return header, rows
 
 
 def one_step_table(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["N", "gbi_jax jit(one_step_batch)", "torch batched", "jax/torch",
-              "predictions agree", "accuracy vs true class", "jax GFLOP/s"]
-    rows = [[f"{r['n']:,}", fmt_rate(r["os_a"]), with_thr(r, "os_c"),
-             f"{r['os_a'] / r['os_c']:.2f}x", f"{r['os_agree']:.1%}", f"{r['os_acc']:.1%}",
-             f"{r['os_a'] * FLOPS_PER_LATENT_STEP / 1e9:.1f}"] for r in results]
+    bf16 = _present(results, "os_bf16")
+    mp = _present(results, "os_c_mp")
+    header = (["N", "gbi_jax jit(one_step_batch)"] + (["gbi_jax bf16 matmuls"] if bf16 else [])
+              + ["torch batched"] + (["torch batched, 1 process per core"] if mp else [])
+              + ["jax/best torch"] + (["bf16/best torch"] if bf16 else [])
+              + ["predictions agree (jax, torch)", "accuracy vs true class"])
+    rows = []
+    for r in results:
+        _, ov = best(r, TORCH_ONE_STEP)
+        rows.append([f"{r['n']:,}", fmt_rate(r["os_a"])]
+                    + ([with_thr(r, "os_bf16")] if bf16 else [])
+                    + [with_thr(r, "os_c")] + ([with_thr(r, "os_c_mp")] if mp else [])
+                    + [f"{r['os_a'] / ov:.2f}x"]
+                    + ([f"{r['os_bf16'] / ov:.2f}x" if "os_bf16" in r else "-"] if bf16 else [])
+                    + [f"{r['os_agree']:.1%}", f"{r['os_acc']:.1%}"])
+    return header, rows
+
+
+def agreement_table(results: Sequence[dict]) -> Optional[tuple[list[str], list[list[str]]]]:
+    """Per N: the per-core and bf16 variants against (a), on all N latents."""
+    mp, bf16 = _present(results, "c_mp_err"), _present(results, "bf16_err")
+    if not (mp or bf16):
+        return None
+    header = ["N"] + (["max abs(z(c-pc) - z(a))", "one-step per core = jax"] if mp else []) + \
+        (["argmax z(a-bf16) = argmax z(a)", "max abs(z(a-bf16) - z(a))",
+          "(a-bf16) accuracy vs true class", "one-step bf16 = fp32"] if bf16 else [])
+    rows = []
+    for r in results:
+        row = [f"{r['n']:,}"]
+        if mp:
+            row += ([f"{r['c_mp_err']:.1e}", f"{r['os_mp_agree']:.1%}"] if "c_mp_err" in r
+                    else ["-", "-"])
+        if bf16:
+            row += ([f"{r['bf16_agree']:.2%}", f"{r['bf16_err']:.1e}", f"{r['bf16_acc']:.1%}",
+                     f"{r['os_bf16_agree']:.2%}"] if "bf16_err" in r else ["-"] * 4)
+        rows.append(row)
     return header, rows
 
 
@@ -117,8 +235,9 @@ def notes(results: Sequence[dict], s: Settings) -> list[str]:
     return [
         f"* (b) is timed on {sub} latents per N and the per-latent rate extrapolated: it does "
         "not depend on N.",
-        f"PyTorch thread count per variant (marked (Nt)) is the faster of {s.thread_opts} in a "
-        f"probe of {min(3, s.steps)} steps (3 rounds, round-robin); probe medians in ms: " +
+        f"PyTorch thread count per in-process variant (marked (Nt)) is the faster of "
+        f"{s.thread_opts} in a probe of {min(3, s.steps)} steps (3 rounds, round-robin); probe "
+        "medians in ms: " +
         "; ".join(f"N={r['n']:,}: " + ", ".join(f"{k} {1e3 * v:.1f}"
                                                 for k, v in r["probe"].items())
                   for r in results) + ".",
@@ -130,35 +249,57 @@ def notes(results: Sequence[dict], s: Settings) -> list[str]:
 def ratios(results: Sequence[dict], s: Settings) -> tuple[int, list[tuple[str, str]]]:
     """``(N, [(name, value)])``: the headline ratios at the largest N."""
     big = max(results, key=lambda r: r["n"])
-    best_big = max(big["c"], big.get("c2", 0.0))
+    bk, bv = best(big, TORCH_BATCHED)
+    ok, ov = best(big, TORCH_ONE_STEP)
+    peaks = peaks_of(big)
     out = [
+        ("(a)/best torch", f"{big['a'] / bv:.2f}x (best torch: {LABEL[bk]})"),
         ("(a)/(b)", f"{big['a'] / big['b']:.1f}x"),
         ("(a)/(c)", f"{big['a'] / big['c']:.2f}x"),
-        ("(a)/max(c, c')", f"{big['a'] / best_big:.2f}x"),
-        ("(a) share of the matmul peak",
-         f"{big['a_flops'] / big['peak']:.0%} of {big['peak'] / 1e9:.0f} GFLOP/s "
-         f"({big['a_flops'] / big['peak_jax']:.0%} of jnp.dot's "
-         f"{big['peak_jax'] / 1e9:.0f} GFLOP/s)"),
     ]
+    if "c_mp" in big:
+        out.append(("(a)/(c-pc)", f"{big['a'] / big['c_mp']:.2f}x"))
+    out.append(("(a) share of the matmul peak",
+                f"{iter_flops(big, 'a', s) / peaks.fp32:.0%} of {peaks.fp32 / 1e9:.0f} GFLOP/s "
+                "fp32 peak" + (f", {iter_flops(big, 'a', s) / peaks.bf16:.0%} of "
+                               f"{peaks.bf16 / 1e9:.0f} GFLOP/s bf16 peak" if peaks.bf16
+                               else "")))
+    out.append(("best torch share of the fp32 peak",
+                f"{iter_flops(big, bk, s) / peaks.fp32:.0%}"))
     if "a3" in big:
-        a3_fl = big["a3"] * s.steps * FLOPS_PER_LATENT_STEP
-        out.append(("chunked (a*)", f"(a*)/(b) {big['a3'] / big['b']:.1f}x, (a*)/(c) "
-                    f"{big['a3'] / big['c']:.2f}x, {a3_fl / 1e9:.1f} GFLOP/s = "
-                    f"{a3_fl / big['peak']:.0%} of peak"))
+        out.append(("(a*)/best torch", f"{big['a3'] / bv:.2f}x, "
+                    f"{iter_flops(big, 'a3', s) / peaks.fp32:.0%} of fp32 peak"))
+    if "a_bf16" in big:
+        out.append(("(a-bf16)/best torch",
+                    f"{big['a_bf16'] / bv:.2f}x; argmax agrees with (a) on "
+                    f"{big['bf16_agree']:.2%} of {big['n']:,} latents, max final-latent "
+                    f"error {big['bf16_err']:.1e}"))
+    out.append(("one-step jax/best torch", f"{big['os_a'] / ov:.2f}x (best torch: "
+                f"{LABEL[ok]})"))
+    if "os_bf16" in big:
+        out.append(("one-step jax-bf16/best torch", f"{big['os_bf16'] / ov:.2f}x"))
     return big["n"], out
 
 
-def console_text(results: Sequence[dict], s: Settings, elapsed: float, load_end: str) -> str:
+def console_text(results: Sequence[dict], s: Settings, elapsed: float, load_end: str,
+                 est: Optional[dict] = None) -> str:
     """The tables printed at the end of a run."""
     header, rows = iterative_table(results, s)
+    fl_header, fl_rows = flops_table(results, s)
     os_header, os_rows = one_step_table(results)
     n, rat = ratios(results, s)
     lines = [f"\n== iterative inference, {s.steps} steps, latents/s (median, round-robin) ==",
              common.plain_table(header, rows), *notes(results, s),
-             "\n== one-step inference, latents/s ==", common.plain_table(os_header, os_rows),
-             f"\n== ratios at N = {n:,} =="]
+             "\n== achieved matmul rate ==", common.plain_table(fl_header, fl_rows),
+             "\n== one-step inference, latents/s ==", common.plain_table(os_header, os_rows)]
+    agree = agreement_table(results)
+    if agree:
+        lines += ["\n== agreement with (a) on all N latents ==", common.plain_table(*agree)]
+    lines.append(f"\n== ratios at N = {n:,} ==")
     lines += [f"  {name}: {val}" for name, val in rat]
-    lines.append(f"\ntotal wall time {elapsed:.0f} s; load average at end {load_end}")
+    lines.append(f"\ntotal wall time {elapsed:.0f} s"
+                 + (f" (estimated {est['total_s']:.0f} s)" if est else "")
+                 + f"; load average at end {load_end}")
     return "\n".join(lines)
 
 
@@ -167,16 +308,22 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
              load_end: str) -> str:
     """The results page (everything above `NOTES_MARKER`)."""
     header, rows = iterative_table(results, s)
+    fl_header, fl_rows = flops_table(results, s)
+    pk_header, pk_rows = peaks_table(results)
     os_header, os_rows = one_step_table(results)
+    agree = agreement_table(results)
     n, rat = ratios(results, s)
     nmax = max(r["n"] for r in results)
     gemm_table = gemm_rows(gemm, s.thread_opts)
+    procs = results[0].get("procs", s.nprocs)
     md = [
-        "# Benchmark results: latent inference, gbi_jax vs PyTorch",
+        "# Latent inference: gbi_jax vs PyTorch",
         "",
-        "Written by `benchmarks/inference.py`; its docstring gives the exact work, the",
-        "FLOP count and the timing rules. Absolute rates drift on shared machines; the",
-        "ratios, measured side by side and round-robin in one process run, are the result.",
+        "Written by `python -m benchmarks.inference` (`benchmarks/inference.py`; its",
+        "docstring gives the exact work, the FLOP count and the timing rules). Every variant",
+        "is timed round-robin in the same rounds, so a load change hits all alike: the",
+        "ratios are the result, absolute rates drift with the machine's load. Pages for",
+        "all benchmarks: [README.md](README.md).",
         "",
         "Reproduce from the repository root (PyTorch from `pip install -e '.[bench]'`):",
         "",
@@ -188,9 +335,11 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
         "",
         *[f"- {k}: {v}" for k, v in info.items()],
         f"- load average at end: {load_end}",
-        f"- matmul peak: {s.peak_n}x{s.peak_n} float32 product, jitted `jnp.dot` and "
-        "`torch.mm`, timed in the same round-robin as each N (column \"peak\"); the "
-        "peak used is the larger of the two",
+        f"- matmul peaks: {s.peak_n}x{s.peak_n} products timed in the same rounds as each N "
+        "(table below); the fp32 peak is the fastest of jitted `jnp.dot`, `torch.mm` and "
+        f"{procs} processes each running a 1-thread `torch.mm` (rates summed); the bf16 peak "
+        "(bfloat16 operands, float32 accumulation) the faster of `jnp.dot` and `torch.mm`, "
+        "where the CPU has bfloat16 instructions",
         f"- total wall time of the run: {elapsed:.0f} s",
         "",
         "## Setup",
@@ -200,7 +349,7 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
         f"- loss per example `sum((decoder(z) - x)^2)`, targets = decoder(one-hot class) + "
         f"N(0, {s.noise}^2) noise; weights frozen",
         f"- SGD lr = {s.lr}, momentum = {MOMENTUM}, S = {s.steps} steps, "
-        f"latents start at 1/K; float32 everywhere",
+        f"latents start at 1/K; float32 everywhere except (a-bf16)",
         f"- matmul FLOPs per latent per step: forward {FWD_FLOPS:,} + backward (input "
         f"gradients only) {BWD_FLOPS:,} = {FLOPS_PER_LATENT_STEP:,}",
         f"- correctness: decoder outputs max |jax - torch| = {chk['dec_err']:.1e}; final latents "
@@ -210,15 +359,36 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
         "",
         f"## Iterative inference ({s.steps} steps), latents/s",
         "",
+        "Best torch is the fastest of (c), (c') and (c-pc), the batched PyTorch programs a "
+        "skilled user would choose between.",
+        "",
         common.markdown_table(header, rows),
         "",
         *[note + "\n" for note in notes(results, s)],
-        *([f"(a*) is the same work as (a), scheduled by the benchmark as `lax.map` over "
-           f"chunks of {s.chunk} latents, each chunk running `jit(vmap(optimize))`'s "
-           "S steps while its activations stay in cache (a JAX-side optimisation, not "
-           "the gbi_jax default).", ""] if s.chunk else []),
+        f"(c-pc) runs (c) in {procs} processes with one PyTorch thread each (one per core), "
+        "each on its share of the N latents, started together; its time is from the common "
+        "start to the last process done.",
+        "",
+        *([f"(a*) is the same work as (a) with `optimize_batch(..., chunk_size={s.chunk})`: "
+           f"`lax.map` over chunks of {s.chunk} latents, each chunk running all S steps "
+           "while its activations stay in cache (a gbi_jax option, not the default of (a)).",
+           ""] if s.chunk else []),
+        *(["(a-bf16) is (a) with `matmul_dtype=\"bfloat16\"`: the decoder's matrix products "
+           "take bfloat16 operands with float32 accumulation; latents, gradients and "
+           "optimiser state stay float32. Its agreement with (a) is in the table below.", ""]
+          if _present(results, "a_bf16") else []),
         *(["(a') is a diagnostic: `gbi.optimize` on the whole `[N, K]` latent with the "
            "loss summed over examples (same updates, no vmap).", ""] if s.diag else []),
+        "## Achieved matmul rate",
+        "",
+        f"Matmul FLOPs done per second ({FLOPS_PER_LATENT_STEP:,} per latent and step) and "
+        "their share of the peaks measured in the same rounds:",
+        "",
+        common.markdown_table(fl_header, fl_rows),
+        "",
+        "Peaks per N, GFLOP/s:",
+        "",
+        common.markdown_table(pk_header, pk_rows),
         "",
         *([f"## The six GEMMs of one step at N = {nmax:,}, GFLOP/s", "",
            "Each matmul of (a)/(c) timed alone (round-robin), in each library's own "
@@ -227,8 +397,13 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
           if gemm_table else []),
         "## One-step inference, latents/s",
         "",
+        "One forward and backward pass at the uniform latent, prediction argmax of the "
+        "negative gradient.",
+        "",
         common.markdown_table(os_header, os_rows),
         "",
+        *(["## Agreement with (a), all N latents", "",
+           common.markdown_table(*agree), ""] if agree else []),
         f"## Ratios (N = {n:,})",
         "",
         *[f"- {name}: {val}" for name, val in rat],
@@ -245,6 +420,7 @@ def write_page(path: str, md: str) -> None:
             old_md = f.read()
         if NOTES_MARKER in old_md:
             notes_md = old_md[old_md.index(NOTES_MARKER):]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         f.write(md)
         f.write("\n" + (notes_md or NOTES_MARKER + "\n"))

@@ -1,11 +1,13 @@
 """The work timed by ``benchmarks.inference``: latent inference through one MLP decoder.
 
-What is timed (see ``benchmarks/inference.py`` for the variants (a), (a'), (a*), (b), (c),
-(c') and the timing rules): `setup` builds the decoder, its PyTorch copy and the targets;
-`check` compares the final latents of every variant on a few examples; `measure_size`
-times every variant round-robin at one number of latents N; `gemm_timings` times each
-matmul of one step alone; `dot_ops` lists the dots of the compiled (a) program. Each
-returns plain numbers; ``benchmarks.inference_report`` formats them.
+What is timed (see ``benchmarks/inference.py`` for the variants (a), (a'), (a*),
+(a-bf16), (b), (c), (c'), (c-pc) and the timing rules): `setup` builds the decoder, its
+PyTorch copy (``benchmarks.inference_torch``) and the targets; `check` compares the final
+latents of every variant on a few examples; `estimate` predicts the run's wall time from
+a short calibration; `measure_size` times every variant round-robin at one number of
+latents N, with the matmul peaks; `gemm_timings` times each matmul of one step alone;
+`dot_ops` lists the dots of the compiled (a) program. Each returns plain numbers;
+``benchmarks.inference_report`` formats them.
 
 FLOP count (matmul FLOPs only): layers (fan_in, fan_out) (10, 256), (256, 256), (256, 784);
 forward 2 * 268,800 = 537,600 FLOPs per latent per step, the backward (input gradients
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import statistics
 from typing import Any
 
 import jax
@@ -25,6 +28,10 @@ import numpy as np
 import optax
 
 from benchmarks import common
+from benchmarks.inference_torch import (batched_builder, decoder_from_layers,  # noqa: F401
+                                        make_torch_func_batched, one_step_builder,
+                                        torch_batched, torch_decode, torch_one_step,
+                                        torch_per_example, with_threads)
 from gbi_jax import inference as gbi
 from gbi_jax.models import MLP
 
@@ -57,10 +64,17 @@ class Settings:
     chunk: int = 250
     torch_fixed_threads: bool = False
     seed: int = 0
+    bf16: bool = False      # time (a-bf16): gbi_jax with bfloat16 matmuls (build_bf16_fn)
+    per_core: bool = True   # time (c-pc) and one-step torch in one process per core
+    procs: int = 0          # processes of the per-core variants; 0 = usable cores
 
     @property
     def threads(self) -> int:
         return self.torch_threads or len(os.sched_getaffinity(0))
+
+    @property
+    def nprocs(self) -> int:
+        return self.procs or common.usable_cores()
 
     @property
     def thread_opts(self) -> list[int]:
@@ -128,112 +142,65 @@ def build_jax_fns(model: MLP, steps: int, lr: float):
 
 
 # --------------------------------------------------------------------------
-# PyTorch side.
+# PyTorch side (benchmarks.inference_torch, importable without JAX by the pool workers).
 # --------------------------------------------------------------------------
-def torch_decoder_from_flax(params):
-    import torch
-    from torch import nn
-
+def decoder_layers(params) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The decoder's ``(kernel [in, out], bias)`` arrays, first layer first."""
     p = params["params"]
     names = [f"dense_{i}" for i in range(len(HIDDEN))] + ["out"]
-    layers: list[Any] = []
-    for i, name in enumerate(names):
-        kernel = np.asarray(p[name]["kernel"], np.float32)       # [in, out]
-        lin = nn.Linear(kernel.shape[0], kernel.shape[1])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(kernel.T.copy()))
-            lin.bias.copy_(torch.from_numpy(np.array(p[name]["bias"], np.float32)))
-        layers.append(lin)
-        if i < len(names) - 1:
-            layers.append(nn.ReLU())
-    net = nn.Sequential(*layers).float()
-    net.requires_grad_(False)          # frozen weights: no weight-gradient work
-    return net
+    return [(np.asarray(p[n]["kernel"], np.float32), np.asarray(p[n]["bias"], np.float32))
+            for n in names]
 
 
-def torch_decode(net, inputs, z):
-    import torch
-    return net(torch.cat([inputs, z], dim=-1))
+def torch_decoder_from_flax(params):
+    """The PyTorch copy of the decoder (`inference_torch.decoder_from_layers`)."""
+    return decoder_from_layers(decoder_layers(params))
 
 
-def torch_per_example(net, inputs, x, steps: int, lr: float):
-    """(b): authors' style, one latent at a time."""
-    import torch
+def bf16_available() -> bool:
+    """gbi_jax's iterative and one-step inference take ``matmul_dtype`` (reduced-precision
+    matrix products for the frozen decoder)."""
+    import inspect
 
-    out = []
-    for i in range(x.shape[0]):
-        z = torch.full((K,), 1.0 / K, requires_grad=True)
-        opt = torch.optim.SGD([z], lr=lr, momentum=MOMENTUM)
-        inp, xi = inputs[i], x[i]
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = ((torch_decode(net, inp, z) - xi) ** 2).sum()
-            loss.backward()
-            opt.step()
-        out.append(z.detach())
-    return torch.stack(out)
+    return all("matmul_dtype" in inspect.signature(f).parameters
+               for f in (gbi.optimize, gbi.one_step))
 
 
-def torch_batched(net, inputs, x, steps: int, lr: float):
-    """(c): all latents in one [N, K] leaf, loss summed over examples."""
-    import torch
+def build_bf16_fn(model: MLP, steps: int, lr: float):
+    """The (a-bf16) programs: ``(optimize_bf16, one_step_bf16)``, jitted, with the
+    signatures of (a) and of one-step inference in `build_jax_fns`.
 
-    z = torch.full((x.shape[0], K), 1.0 / K, requires_grad=True)
-    opt = torch.optim.SGD([z], lr=lr, momentum=MOMENTUM)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = ((torch_decode(net, inputs, z) - x) ** 2).sum()
-        loss.backward()
-        opt.step()
-    return z.detach()
+    Same work as (a) (``jit(optimize_batch(...))`` with ``optax.sgd(lr, momentum=0.5)``)
+    and as ``jit(one_step_batch)``, with ``matmul_dtype="bfloat16"``: every matrix product
+    of the decoder's forward and input-gradient passes takes bfloat16 operands and
+    accumulates in float32 (``gbi_jax.precision.with_matmul_dtype``); the latent, the
+    gradient and the optimiser state stay float32. Raises ``NotImplementedError`` if
+    this gbi_jax has no ``matmul_dtype`` option on ``inference.optimize`` /
+    ``inference.one_step`` (`bf16_available`).
+    """
+    if not bf16_available():
+        raise NotImplementedError(
+            "gbi_jax.inference.optimize/one_step take no matmul_dtype: this gbi_jax has no "
+            "reduced-precision inference, so the (a-bf16) row cannot be timed (--nobf16).")
+    opt = optax.sgd(lr, momentum=MOMENTUM)
 
+    def example_loss(params, z, example):
+        y = model.apply(params, example["inputs"], z)
+        return jnp.sum((y - example["x"]) ** 2)
 
-def make_torch_func_batched(net):
-    """(c'): torch.func.vmap(grad(per-example loss)) + the same momentum SGD."""
-    import torch
-    from torch.func import grad, vmap
-
-    def single_loss(z, inp, xi):
-        return ((torch_decode(net, inp, z) - xi) ** 2).sum()
-
-    batched_grad = vmap(grad(single_loss))
-
-    def run(inputs, x, steps: int, lr: float):
-        z = torch.full((x.shape[0], K), 1.0 / K)
-        buf = None
-        for _ in range(steps):
-            g = batched_grad(z, inputs, x)
-            if buf is None:
-                buf = g
-            else:
-                buf.mul_(MOMENTUM).add_(g)
-            z.add_(buf, alpha=-lr)
+    @jax.jit
+    def optimize_bf16(params, z0, batch):
+        z, _ = gbi.optimize_batch(functools.partial(example_loss, params), z0, batch, opt,
+                                  steps, matmul_dtype="bfloat16")
         return z
 
-    return run
+    @jax.jit
+    def one_step_bf16(params, batch):
+        z0 = gbi.max_entropy_latent(K)
+        return gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
+                                  matmul_dtype="bfloat16").prediction
 
-
-def torch_one_step(net, inputs, x):
-    import torch
-
-    z = torch.full((x.shape[0], K), 1.0 / K, requires_grad=True)
-    loss = ((torch_decode(net, inputs, z) - x) ** 2).sum()
-    loss.backward()
-    return torch.argmax(-z.grad, dim=-1)
-
-
-def with_threads(fn, threads: int, default: int):
-    """Run ``fn`` with ``torch.set_num_threads(threads)``, then restore ``default``."""
-    import torch
-
-    def run():
-        torch.set_num_threads(threads)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(default)
-
-    return run
+    return optimize_bf16, one_step_bf16
 
 
 @dataclasses.dataclass
@@ -243,10 +210,12 @@ class Setup:
     model: MLP
     params: Any
     net: Any  # torch.nn.Sequential copy of the decoder
+    layers: list  # its (kernel [in, out], bias) numpy arrays, for the pool workers
     opt_vmap: Any
     opt_summed: Any
     opt_chunked: Any
     one_step_jax: Any
+    bf16_fns: Any  # (optimize_bf16, one_step_bf16) or None
     torch_func_run: Any
     inputs_all: Any
     x_all: Any
@@ -273,13 +242,15 @@ def setup(s: Settings) -> Setup:
     """Builds everything `measure_size` times (call `init_torch` first)."""
     model = make_model()
     params = model.init(jax.random.PRNGKey(s.seed), jnp.zeros((0,)), jnp.zeros((K,)))
-    net = torch_decoder_from_flax(params)
+    layers = decoder_layers(params)
+    net = decoder_from_layers(layers)
     opt_vmap, opt_summed, opt_chunked, one_step_jax = build_jax_fns(model, s.steps, s.lr)
+    bf16_fns = build_bf16_fn(model, s.steps, s.lr) if s.bf16 else None
     torch_func_run = make_torch_func_batched(net) if s.torch_func else None
     inputs_all, x_all, labels_all = make_targets(model, params, max(s.sizes), s.noise, s.seed)
-    return Setup(model, params, net, opt_vmap, opt_summed, opt_chunked, one_step_jax,
-                 torch_func_run, inputs_all, x_all, labels_all, np.array(inputs_all),
-                 np.array(x_all), np.asarray(labels_all))
+    return Setup(model, params, net, layers, opt_vmap, opt_summed, opt_chunked, one_step_jax,
+                 bf16_fns, torch_func_run, inputs_all, x_all, labels_all,
+                 np.array(inputs_all), np.array(x_all), np.asarray(labels_all))
 
 
 def check(st: Setup, s: Settings) -> dict[str, Any]:
@@ -287,7 +258,9 @@ def check(st: Setup, s: Settings) -> dict[str, Any]:
 
     Returns ``{"dec_err", "out_scale", "m", "errs", "latent_scale", "accuracy",
     "correct"}`` (``errs``: max |difference| of the final latents of (a) and each other
-    variant over ``m`` examples; ``correct``: all within `TOLERANCE`).
+    float32 variant over ``m`` examples; ``correct``: all within `TOLERANCE`). The
+    per-core variants and (a-bf16) are compared with (a) on all N latents by
+    `measure_size`.
     """
     import torch
 
@@ -319,25 +292,134 @@ def check(st: Setup, s: Settings) -> dict[str, Any]:
             "correct": dec_err < TOLERANCE and all(v < TOLERANCE for v in errs.values())}
 
 
-def measure_size(st: Setup, s: Settings, n: int, peak_fns) -> dict[str, Any]:
-    """Every variant at ``n`` latents, timed round-robin with the two peak matmuls.
+def _pool_workloads(st: Setup, s: Settings, n: int, steps: int) -> dict:
+    """The `common.ProcessPool` workloads at ``n`` latents: (c-pc), one-step, peak matmul."""
+    inputs, x = st.inputs_np[:n], st.x_np[:n]
+    return {"c": (batched_builder, (st.layers, inputs, x, steps, s.lr)),
+            "os_c": (one_step_builder, (st.layers, inputs, x)),
+            "peak_mm": (common.torch_mm_builder, (s.peak_n,))}
 
-    ``peak_fns``: ``(jax matmul, torch matmul, flops)`` from `common`. Returns rates in
-    latents/s (``"a"``, ``"b"``, ``"c"``, ``"c2"``, ``"a2"``, ``"a3"``, ``"os_a"``,
-    ``"os_c"``), the PyTorch thread count each used (``"<v>_thr"``), FLOP/s (``"a_flops"``,
-    ``"c_flops"``, ``"peak_jax"``, ``"peak_torch"``, ``"peak"``), one-step agreement and
-    accuracy, the rounds and the thread probe's medians.
+
+def _chunk_applies(s: Settings, n: int) -> bool:
+    return 0 < s.chunk < n and n % s.chunk == 0
+
+
+def _rounds(s: Settings, n: int) -> int:
+    return s.repeats if n < 5000 else max(3, s.repeats - 2)
+
+
+def estimate(st: Setup, s: Settings, gemm: bool = True) -> dict[str, Any]:
+    """Predicted wall time of `measure_size` for every N (and of `gemm_timings`), from a
+    calibration of a few steps of every variant at ``min(1000, N_max)`` latents.
+
+    Every variant's cost per latent and step is assumed constant in N (true within a
+    factor of about 2: small N pay more overhead, large N can fall out of cache), and
+    compilation, the pool's start and the peaks are added per N. Returns ``{"total_s",
+    "per_n": {N: seconds}, "calibration_s", "n_cal"}``.
+    """
+    import time
+
+    import torch
+
+    t_start = time.perf_counter()
+    n_c, steps_c = min(1000, st.nmax), 5
+    fns = build_jax_fns(st.model, steps_c, s.lr)
+    batch = {"inputs": st.inputs_all[:n_c], "x": st.x_all[:n_c]}
+    z0 = gbi.max_entropy_latent(K, (n_c,))
+    tin, tx = torch.from_numpy(st.inputs_np[:n_c]), torch.from_numpy(st.x_np[:n_c])
+    jax_calls = {"a": lambda: fns[0](st.params, z0, batch).block_until_ready()}
+    if 0 < s.chunk < n_c and n_c % s.chunk == 0:
+        jax_calls["a3"] = lambda: fns[2](st.params, z0, batch, s.chunk).block_until_ready()
+    if st.bf16_fns is not None:
+        fb = build_bf16_fn(st.model, steps_c, s.lr)[0]
+        jax_calls["a_bf16"] = lambda: fb(st.params, z0, batch).block_until_ready()
+    compile_s = []
+    for fn in jax_calls.values():
+        t0 = time.perf_counter()
+        fn()
+        compile_s.append(time.perf_counter() - t0)
+    sub = min(2, n_c)
+    torch_calls = {
+        "b": functools.partial(torch_per_example, st.net, tin[:sub], tx[:sub], steps_c, s.lr),
+        "c": functools.partial(torch_batched, st.net, tin, tx, steps_c, s.lr)}
+    if st.torch_func_run is not None:
+        torch_calls["c2"] = functools.partial(st.torch_func_run, tin, tx, steps_c, s.lr)
+    calls = dict(jax_calls)
+    calls.update({f"{v}@{thr}": with_threads(fn, thr, s.threads)
+                  for v, fn in torch_calls.items() for thr in s.thread_opts})
+    peaks, _ = common.peak_fns(s.peak_n, None, bf16=st.bf16_fns is not None and
+                               common.has_bf16())
+    calls.update({f"peak:{k}": f for k, f in peaks.items()})
+    pool_start = 0.0
+    pool = None
+    if s.per_core:
+        t0 = time.perf_counter()
+        pool = common.ProcessPool(_pool_workloads(st, s, n_c, steps_c), s.nprocs)
+        pool_start = time.perf_counter() - t0
+        calls["c_mp"] = pool.fn("c")
+    try:
+        t = common.interleaved_medians(calls, repeats=2, warmup=1)
+    finally:
+        if pool is not None:
+            pool.close()
+    # seconds per latent and step
+    per = {k: t[k] / (n_c * steps_c) for k in list(jax_calls) + (["c_mp"] if pool else [])}
+    for v in torch_calls:
+        per[v] = min(t[f"{v}@{thr}"] for thr in s.thread_opts) / (
+            (sub if v == "b" else n_c) * steps_c)
+        per[f"{v}_probe"] = sum(t[f"{v}@{thr}"] for thr in s.thread_opts) / (
+            (sub if v == "b" else n_c) * steps_c)
+    compile_one = max(0.0, statistics.median(compile_s) - t["a"])
+    peak_round = sum(v for k, v in t.items() if k.startswith("peak:")) + (
+        t["peak:fp32_torch"] if pool else 0.0)
+    per_n = {}
+    for n in s.sizes:
+        reps = _rounds(s, n)
+        subn = min(s.per_example_subset, st.nmax)
+        iter_v = ["a", "c"] + (["c2"] if "c2" in per else []) + (
+            ["a_bf16"] if "a_bf16" in per else []) + (["c_mp"] if "c_mp" in per else [])
+        if "a3" in per and _chunk_applies(s, n):
+            iter_v.append("a3")
+        iter_round = sum(n * s.steps * per[v] for v in iter_v) + subn * s.steps * per["b"]
+        probe = 4 * (n * (4 * per["c_probe"] + 3 * per.get("c2_probe", 0.0))
+                     + 3 * 2 * per["b_probe"])
+        one_v = ["a", "c"] + (["a_bf16"] if "a_bf16" in per else []) + (
+            ["c_mp"] if "c_mp" in per else [])
+        one_round = sum(n * per[v] for v in one_v)
+        programs = 2 + (1 if _chunk_applies(s, n) else 0) + (2 if st.bf16_fns else 0)
+        per_n[n] = ((reps + 1) * (iter_round + peak_round) + (max(reps, 7) + 1) * one_round
+                    + probe + programs * compile_one + pool_start)
+    # the correctness check (4 programs at a few latents), the GEMM table (12 small
+    # programs, 6 GEMMs x (JAX + each thread count) x its rounds)
+    total = sum(per_n.values()) + 4 * compile_one
+    if gemm:
+        total += 12 * 0.1 + (max(s.repeats, 5) + 2) * (1 + len(s.thread_opts)) * (
+            st.nmax * per["c"])
+    return {"total_s": total + (time.perf_counter() - t_start), "per_n": per_n,
+            "calibration_s": time.perf_counter() - t_start, "n_cal": n_c,
+            "compile_s": compile_one}
+
+
+def measure_size(st: Setup, s: Settings, n: int) -> dict[str, Any]:
+    """Every variant at ``n`` latents, timed round-robin with the matmul peaks.
+
+    Returns rates in latents/s (``"a"``, ``"a2"``, ``"a3"``, ``"a_bf16"``, ``"b"``,
+    ``"c"``, ``"c2"``, ``"c_mp"``; one-step ``"os_a"``, ``"os_bf16"``, ``"os_c"``,
+    ``"os_c_mp"``), the PyTorch thread count each in-process variant used
+    (``"<v>_thr"``), the per-core processes (``"procs"``), the peaks (``"peaks"``, a
+    `common.Peaks`; also ``"peak_jax"``, ``"peak_torch"``, ``"peak"`` = its fp32 peak),
+    FLOP/s of (a) and (c) (``"a_flops"``, ``"c_flops"``), agreement checks
+    (``"os_agree"``, ``"os_acc"``, ``"os_mp_agree"``, ``"c_mp_err"``, ``"bf16_agree"``,
+    ``"bf16_err"``, ``"os_bf16_agree"``), the rounds and the thread probe's medians.
     """
     import torch
 
     params, net = st.params, st.net
     opt_vmap, opt_summed, opt_chunked = st.opt_vmap, st.opt_summed, st.opt_chunked
     one_step_jax, torch_func_run = st.one_step_jax, st.torch_func_run
-    jax_mm, torch_mm, mm_flops = peak_fns
     threads, thread_opts = s.threads, s.thread_opts
     sub = min(s.per_example_subset, st.nmax)
     sub_in, sub_x = torch.from_numpy(st.inputs_np[:sub]), torch.from_numpy(st.x_np[:sub])
-    flops_iter = lambda n, t: n * s.steps * FLOPS_PER_LATENT_STEP / t  # noqa: E731
     batch = {"inputs": st.inputs_all[:n], "x": st.x_all[:n]}
     z0 = gbi.max_entropy_latent(K, (n,))
     tin, tx = torch.from_numpy(st.inputs_np[:n]), torch.from_numpy(st.x_np[:n])
@@ -365,43 +447,79 @@ def measure_size(st: Setup, s: Settings, n: int, peak_fns) -> dict[str, Any]:
         chosen = {v: min(thread_opts, key=lambda thr: probe[f"{v}@{thr}"])
                   for v in builders}
 
-    fns = {"a": lambda: opt_vmap(params, z0, batch).block_until_ready()}
-    counts = {"a": n, "a2": n, "b": sub, "c": n, "c2": n}
+    pool = (common.ProcessPool(_pool_workloads(st, s, n, s.steps), s.nprocs)
+            if s.per_core else None)
+    try:
+        return _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool):
+    params = st.params
+    keep: dict[str, Any] = {}  # the last result of the variants checked against (a)
+
+    def kept(name, fn):
+        def run():
+            keep[name] = fn().block_until_ready()
+        return run
+
+    fns = {"a": kept("a", lambda: st.opt_vmap(params, z0, batch))}
+    counts = {"a": n, "a2": n, "a3": n, "a_bf16": n, "b": sub, "c": n, "c2": n, "c_mp": n,
+              "os_a": n, "os_bf16": n, "os_c": n, "os_c_mp": n}
     if s.diag:
-        fns["a2"] = lambda: opt_summed(params, z0, batch).block_until_ready()
-    if 0 < s.chunk < n and n % s.chunk == 0:
-        fns["a3"] = lambda: opt_chunked(params, z0, batch, s.chunk).block_until_ready()
-        counts["a3"] = n
+        fns["a2"] = lambda: st.opt_summed(params, z0, batch).block_until_ready()
+    if _chunk_applies(s, n):
+        fns["a3"] = lambda: st.opt_chunked(params, z0, batch, s.chunk).block_until_ready()
+    if st.bf16_fns is not None:
+        fns["a_bf16"] = kept("a_bf16", lambda: st.bf16_fns[0](params, z0, batch))
     for v in ("b", "c", "c2"):
         if v in builders:
-            fns[v] = with_threads(builders[v](s.steps), chosen[v], threads)
-    fns["peak_jax"] = jax_mm
-    fns["peak_torch"] = torch_mm
-    reps = s.repeats if n < 5000 else max(3, s.repeats - 2)
+            fns[v] = with_threads(builders[v](s.steps), chosen[v], s.threads)
+    if pool is not None:
+        fns["c_mp"] = pool.fn("c")
+    peak_calls, _ = common.peak_fns(s.peak_n, pool, bf16=common.has_bf16())
+    fns.update({f"peak:{k}": f for k, f in peak_calls.items()})
+    reps = _rounds(s, n)
     t = common.interleaved_medians(fns, repeats=reps)
+    peaks = common.peaks_from_times({k[5:]: v for k, v in t.items() if k.startswith("peak:")},
+                                    s.peak_n, pool)
 
     # one-step inference
-    pred_j = np.asarray(one_step_jax(params, batch))
-    pred_t = torch_one_step(net, tin, tx).numpy()
-    t.update(common.interleaved_medians(
-        {"os_a": lambda: one_step_jax(params, batch).block_until_ready(),
-         "os_c": with_threads(builders["os_c"](1), chosen["os_c"], threads)},
-        repeats=max(reps, 7)))
-    counts["os_a"] = counts["os_c"] = n
+    pred_j = np.asarray(st.one_step_jax(params, batch))
+    pred_t = torch_one_step(st.net, tin, tx).numpy()
+    os_fns = {"os_a": lambda: st.one_step_jax(params, batch).block_until_ready(),
+              "os_c": with_threads(builders["os_c"](1), chosen["os_c"], s.threads)}
+    if st.bf16_fns is not None:
+        os_fns["os_bf16"] = kept("os_bf16", lambda: st.bf16_fns[1](params, batch))
+    if pool is not None:
+        os_fns["os_c_mp"] = pool.fn("os_c")
+    t.update(common.interleaved_medians(os_fns, repeats=max(reps, 7)))
 
-    r: dict[str, Any] = {"n": n, "repeats": reps, "probe": probe}
+    r: dict[str, Any] = {"n": n, "repeats": reps, "probe": probe, "procs": s.nprocs}
     for k, tk in t.items():
-        if not k.startswith("peak"):
+        if not k.startswith("peak:"):
             r[k] = counts[k] / tk
     for v in builders:
         r[f"{v}_thr"] = chosen[v]
-    r["a_flops"] = flops_iter(n, t["a"])
+    r["a_flops"] = r["a"] * s.steps * FLOPS_PER_LATENT_STEP
     r["c_flops"] = r["c"] * s.steps * FLOPS_PER_LATENT_STEP
-    r["peak_jax"] = mm_flops / t["peak_jax"]
-    r["peak_torch"] = mm_flops / t["peak_torch"]
-    r["peak"] = max(r["peak_jax"], r["peak_torch"])
+    r["peaks"] = peaks
+    r["peak_jax"], r["peak_torch"], r["peak"] = peaks.fp32_jax, peaks.fp32_torch, peaks.fp32
     r["os_agree"] = float(np.mean(pred_j == pred_t))
     r["os_acc"] = float(np.mean(pred_j == st.labels_np[:n]))
+    z_a = np.asarray(keep["a"])
+    if pool is not None:
+        z_mp = np.concatenate(pool.fetch("c"))
+        r["c_mp_err"] = float(np.max(np.abs(z_mp - z_a)))
+        r["os_mp_agree"] = float(np.mean(np.concatenate(pool.fetch("os_c")) == pred_j))
+    if "a_bf16" in keep:
+        z_h = np.asarray(keep["a_bf16"])
+        r["bf16_agree"] = float(np.mean(z_h.argmax(-1) == z_a.argmax(-1)))
+        r["bf16_err"] = float(np.max(np.abs(z_h - z_a)))
+        r["bf16_acc"] = float(np.mean(z_h.argmax(-1) == st.labels_np[:n]))
+        r["os_bf16_agree"] = float(np.mean(np.asarray(keep["os_bf16"]) == pred_j))
     return r
 
 

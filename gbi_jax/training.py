@@ -265,10 +265,13 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     fn = blocked
     if mesh is not None:
         spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
-        fn = jax.shard_map(blocked, mesh=mesh, in_specs=(spec, spec, spec,
-                                                          jax.sharding.PartitionSpec(),
-                                                          jax.sharding.PartitionSpec()),
-                           out_specs=spec, check_vma=False)
+        sharded = jax.shard_map(blocked, mesh=mesh, in_specs=(spec, spec, spec,
+                                                               jax.sharding.PartitionSpec(),
+                                                               jax.sharding.PartitionSpec()),
+                                out_specs=spec, check_vma=False)
+
+        def fn(states, data, keys, limit, shared=None):
+            return sharded(states, data, keys, limit, shared)
     return jax.jit(fn, donate_argnums=(0,))
 
 

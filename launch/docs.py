@@ -374,9 +374,9 @@ def inventory() -> list[Artefact | External]:
         Artefact((f"{f4}/table.md",), (fig4,), disentangle_tables(("table.md", "table.md"))),
         Artefact((f"{f4}/fig4.png",), (fig4,), figures("fig4.png")),
         *panel_artefacts(),
-        External(("docs/disentangle/BENCHMARK.md",),
+        External(("docs/benchmarks/disentangle_train.md",),
                  "make bench (python -m benchmarks.disentangle_train)"),
-        External(("benchmarks/RESULTS.md",), "make bench (python -m benchmarks.inference)"),
+        External(("docs/benchmarks/inference.md",), "make bench (python -m benchmarks.inference)"),
     ]
 
 

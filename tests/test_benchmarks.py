@@ -18,7 +18,7 @@ def test_disentangle_train_profile_lists_the_step_ops():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.disentangle_train", "--profile", "--members=2",
-         "--devices=1", "--steps=3"],
+         "--devices=1", "--steps=3", "--member_block=none"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
@@ -71,26 +71,71 @@ def test_inference_report_formats_the_measured_ratios(tmp_path):
     chk = {"dec_err": 1e-7, "errs": {"|a - b|": 6e-8}, "m": 5, "correct": True}
     md = report.markdown(results=results, s=s, chk=chk, gemm=gemm, info={"cpu": "x"},
                          command="python -m benchmarks.inference", elapsed=12.0, load_end="1.0")
-    assert "## Ratios (N = 1,000)\n\n- (a)/(b): 60.0x" in md
+    assert "## Ratios (N = 1,000)\n\n- (a)/best torch: 1.20x (best torch: (c))" in md
+    assert "- (a)/(b): 60.0x" in md
     assert "met" not in md.split("## Ratios")[1] and "MISSED" not in md
-    page = tmp_path / "RESULTS.md"
+    page = tmp_path / "inference.md"
     page.write_text("old table\n" + report.NOTES_MARKER + "\nhand-written notes\n")
     report.write_page(str(page), md)
     text = page.read_text()
-    assert text.startswith("# Benchmark results") and "old table" not in text
+    assert text.startswith("# Latent inference") and "old table" not in text
     assert text.endswith(report.NOTES_MARKER + "\nhand-written notes\n")
 
 
-def test_disentangle_train_report_ratio():
-    from benchmarks import disentangle_train
+def test_disentangle_train_report_ratios():
+    from benchmarks import common, disentangle_torch, disentangle_train
 
-    rate = {"jax_vmapped": 2000.0, "torch_1thread": 100.0, "torch_allthreads": 80.0}
-    text = disentangle_train.report_text(rate, quick=True, members=26, padded=26, devices=2,
-                                         block=5, steps=100, repeats=2, seconds=3.0,
-                                         info={"cpu": "x"})
+    rate = {"jax_vmapped": 6000.0, "torch_batched_1thread": 1500.0,
+            "torch_batched_allthreads": 2000.0, "torch_batched_per_core": 3000.0,
+            "torch_1thread": 300.0, "torch_allthreads": 250.0}
+    per_step = disentangle_torch.FLOPS_PER_NETWORK_STEP
+    res = {"rate": rate, "blocks": {"5": 6000.0, "none": 5000.0}, "block_sizes": {"5": "5/4/4",
+           "none": "13"}, "block_label": "5", "block_config": "auto", "block_how": "cached",
+           "peaks": common.Peaks(n=2048, fp32_jax=300e9, fp32_torch=200e9, bf16_jax=600e9),
+           "flops": {"per_network_step": per_step,
+                     "parts": disentangle_torch.network_step_flops(),
+                     "first_layer": disentangle_torch.FIRST_ENCODER_LAYER_FLOPS,
+                     "torch_counted": per_step - disentangle_torch.FIRST_ENCODER_LAYER_FLOPS,
+                     "jax_jaxpr": 26426336.0,
+                     "jax_terms": disentangle_torch.jax_program_flops_explained()},
+           "quick": True, "members": 26, "padded": 26, "devices": 2, "steps": 400,
+           "torch_steps": 100, "repeats": 3, "seconds": 3.0, "elapsed": 9.0, "estimate_s": 3.0,
+           "grad_err": 0.0, "info": {"cpu": "x"}, "load_end": "1.0"}
+    text = disentangle_train.report_text(res)
     assert "`python -m benchmarks.disentangle_train --quick`" in text
-    assert "| jax_vmapped | 2,000 | 20.0x |" in text
-    assert "**Per-network ratio gbi_jax (vmapped) / PyTorch: 20.0x**" in text
+    assert ("per-network ratio gbi_jax / best PyTorch batched in one process: 3.00x "
+            "(vs torch_batched_allthreads)") in text
+    assert "whole-machine ratio gbi_jax / PyTorch batched, one process per core: 2.00x" in text
+    assert "gbi_jax / PyTorch authors' style (one network): 20.0x" in text
+    # 6000 network-steps/s x 24,285,696 FLOPs = 145.7 GFLOP/s: 49% of 300, 24% of 600
+    assert "| jax_vmapped | " in text and "| 6,000 | 2.00x | 145.7 | 49% | 24% |" in text
+    assert "| 5 (configured) | 5/4/4 | 6,000 | 1.00 |" in text
+    assert "predicted vs jaxpr: equal" in text and "| **total** | **24,285,696** |" in text
+
+
+def test_disentangle_flop_count_matches_the_jax_jaxpr_terms():
+    from benchmarks import disentangle_torch
+
+    assert disentangle_torch.FLOPS_PER_NETWORK_STEP == 24_285_696
+    # the jaxpr count of the gbi_jax program (common.matmul_flops per network-step)
+    assert disentangle_torch.jax_program_flops_explained()["total"] == 26_426_336
+
+
+def test_process_pool_runs_every_worker_on_its_share():
+    from benchmarks import common
+
+    with common.ProcessPool({"share": (common_share_builder, (10,))}, procs=2) as pool:
+        t = common.median_time(pool.fn("share"), repeats=2, warmup=1)
+        assert t >= 0
+        assert pool.fetch("share") == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+        assert len(pool.worker_times["share"]) == 3
+
+
+def common_share_builder(rank, procs, n):
+    from benchmarks import common
+
+    a, b = common.split_range(n, procs, rank)
+    return lambda: list(range(a, b))
 
 
 def test_device_check_quick_measures_inference_and_training(tmp_path):

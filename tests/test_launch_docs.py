@@ -227,4 +227,4 @@ def test_cli_lists_missing_workdirs_and_touches_nothing(tmp_path):
     assert listing.returncode == 0, listing.stderr
     assert "docs/disentangle/fig4/attractor.json\n    from disentangle/fig4 (missing)" in (
         listing.stdout)
-    assert "benchmarks/RESULTS.md\n    not from workdirs: make bench" in listing.stdout
+    assert "docs/benchmarks/inference.md\n    not from workdirs: make bench" in listing.stdout
