@@ -24,13 +24,15 @@ PyTorch: ``requires_grad_(False)``), so no weight gradients are computed by anyo
 
 Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent.
 
-(a)  gbi_jax ``jax.jit(optimize_batch(...))`` = ``jit(vmap(optimize))`` with
-     ``optax.sgd(lr, momentum=0.5)``.
+(a)  gbi_jax ``jax.jit(optimize_batch(...))`` with ``optax.sgd(lr, momentum=0.5)`` and
+     the library's defaults: ``vmap(optimize)`` over the latents, in chunks of
+     ``gbi_jax.inference.CPU_CHUNK_SIZE`` (500) latents on CPU (``chunk_size="auto"``;
+     one ``vmap`` over all N on accelerators and for N <= 500).
 (a') optional diagnostic (``--diag``): gbi_jax ``optimize`` on the whole ``[N, K]``
      latent with the loss summed over examples (mathematically the same updates).
-(a*) the same work as (a) with the library's ``chunk_size=--chunk`` (250): ``lax.map``
-     over chunks of latents, each chunk running all S steps (cache blocking), timed
-     where N is a larger multiple of the chunk.
+(a*) the same work as (a) with ``chunk_size=--chunk`` (250) instead of the default:
+     ``lax.map`` over chunks of latents, each chunk running all S steps (cache
+     blocking), timed where N is a larger multiple of the chunk.
 (a-bf16) (a) with ``matmul_dtype="bfloat16"`` (``inference_work.build_bf16_fn``):
      bfloat16 operands, float32 accumulation for the frozen decoder's products. Timed
      with ``--bf16`` (default: where the CPU has bfloat16 instructions and gbi_jax the
@@ -54,7 +56,8 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
 (a)/best torch.
 
 One-step inference (one forward+backward at the uniform latent, argmax of -grad):
-gbi_jax ``jit(one_step_batch)`` (and with bf16 matmuls) vs PyTorch batched autograd in
+gbi_jax ``jit(one_step_batch)`` with its defaults (chunks of 500 latents on CPU, as
+(a)), and with bf16 matmuls, vs PyTorch batched autograd in
 one process and in one process per core; ratio jax/best torch.
 
 FLOP count (matmul FLOPs only, stated exactly)
@@ -131,7 +134,7 @@ _DIAG = flags.DEFINE_bool(
     "diag", False, "Also time diagnostic variant (a'): optimize on [N,K] with a summed loss.")
 _CHUNK = flags.DEFINE_integer(
     "chunk", 250, "Latents per chunk of variant (a*) (lax.map over chunks of "
-    "jit(vmap(optimize))), timed when N is a larger multiple; 0 = off.")
+    "the default chunks), timed when N is a larger multiple; 0 = off.")
 _TORCH_FIXED = flags.DEFINE_bool(
     "torch_fixed_threads", False, "Time PyTorch only with --torch_threads threads (default: "
     "also with 1 thread, reporting the faster).")

@@ -18,7 +18,7 @@ NOTES_MARKER = "<!-- hand-written notes below are kept when the benchmark rewrit
 
 # The iterative variants: key, short label, long label.
 ITERATIVE = [
-    ("a", "(a)", "(a) gbi_jax jit(vmap(optimize))"),
+    ("a", "(a)", "(a) gbi_jax jit(optimize_batch)"),
     ("b", "(b)", "(b) torch per-example*"),
     ("c", "(c)", "(c) torch batched"),
     ("c2", "(c')", "(c') torch.func.vmap"),
@@ -371,7 +371,8 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
         "",
         *([f"(a*) is the same work as (a) with `optimize_batch(..., chunk_size={s.chunk})`: "
            f"`lax.map` over chunks of {s.chunk} latents, each chunk running all S steps "
-           "while its activations stay in cache (a gbi_jax option, not the default of (a)).",
+           "while its activations stay in cache, instead of the default chunks of (a) "
+           "(`chunk_size=\"auto\"`: 500 latents on CPU).",
            ""] if s.chunk else []),
         *(["(a-bf16) is (a) with `matmul_dtype=\"bfloat16\"`: the decoder's matrix products "
            "take bfloat16 operands with float32 accumulation; latents, gradients and "

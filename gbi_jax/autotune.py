@@ -48,7 +48,8 @@ class Choice:
     def describe(self, label: str) -> str:
         """One log line: the choice and, when measured, every candidate's relative speed."""
         if self.how == "cached":
-            return f"{label}: {self.value!r} (cached for this machine; {cache_path()})"
+            path = (cache_path() or "").replace(os.path.expanduser("~"), "~", 1)
+            return f"{label}: {self.value!r} (cached for this machine; {path})"
         if not self.seconds:
             return f"{label}: {self.value!r} ({self.how})"
         best = min(self.seconds.values())
