@@ -30,7 +30,7 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m launch.docs --workdirs=$(WORKDIRS) $(if $(ONLY),--only=$(ONLY))
 
-# Every benchmark (gbi_jax vs PyTorch, about 7 min on 2 cores); writes
+# Every benchmark (gbi_jax vs PyTorch, about 6 min on 2 cores); writes
 # docs/benchmarks/inference.md and docs/benchmarks/disentangle_train.md.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
