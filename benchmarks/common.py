@@ -593,3 +593,28 @@ def matmul_flops(fn: Callable[..., Any], *args) -> float:
         return total
 
     return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def fastest(rates: dict, keys: Sequence[str]) -> tuple[str, float]:
+    """``(key, rate)`` of the fastest of ``keys`` measured in ``rates``."""
+    k = max((k for k in keys if k in rates), key=lambda k: rates[k])
+    return k, rates[k]
+
+
+NOTES_MARKER = "<!-- hand-written notes below are kept when the benchmark rewrites this file -->"
+
+
+def write_page(path: str, md: str) -> None:
+    """Write the results page ``md`` to ``path`` atomically, keeping an existing page's
+    hand-written notes below `NOTES_MARKER`."""
+    from gbi_jax.workdir import atomic_write
+
+    notes_md = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old_md = f.read()
+        if NOTES_MARKER in old_md:
+            notes_md = old_md[old_md.index(NOTES_MARKER):]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    page = md.rstrip("\n") + "\n\n" + (notes_md or NOTES_MARKER + "\n")
+    atomic_write(path, lambda f: f.write(page))

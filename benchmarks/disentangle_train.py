@@ -162,25 +162,20 @@ WHAT = {
 }
 
 
-def best_of(rate: dict, keys: Sequence[str]) -> tuple[str, float]:
-    k = max((k for k in keys if k in rate), key=lambda k: rate[k])
-    return k, rate[k]
-
-
 def ratios(res: dict) -> list[tuple[str, str]]:
     """The headline ratios ``[(name, value)]``."""
     rate = res["rate"]
     jax_rate = rate["jax_vmapped"]
     out = []
-    k1, v1 = best_of(rate, BATCHED_ONE_PROCESS)
+    k1, v1 = common.fastest(rate, BATCHED_ONE_PROCESS)
     out.append(("per-network ratio gbi_jax / best PyTorch batched in one process",
                 f"{jax_rate / v1:.2f}x (vs {k1})"))
     if "torch_batched_per_core" in rate:
         out.append(("whole-machine ratio gbi_jax / PyTorch batched, one process per core",
                     f"{jax_rate / rate['torch_batched_per_core']:.2f}x"))
-    kb, vb = best_of(rate, BATCHED)
+    kb, vb = common.fastest(rate, BATCHED)
     out.append(("gbi_jax / best PyTorch batched of all", f"{jax_rate / vb:.2f}x (vs {kb})"))
-    ka, va = best_of(rate, AUTHORS)
+    ka, va = common.fastest(rate, AUTHORS)
     out.append(("gbi_jax / PyTorch authors' style (one network)",
                 f"{jax_rate / va:.1f}x (vs {ka})"))
     return out
@@ -189,7 +184,7 @@ def ratios(res: dict) -> list[tuple[str, str]]:
 def report_text(res: dict) -> str:
     """The markdown page: network-steps/s per variant, ratios, blocks, FLOP count."""
     rate, peaks, flops = res["rate"], res["peaks"], res["flops"]
-    _, best_batched = best_of(rate, BATCHED)
+    _, best_batched = common.fastest(rate, BATCHED)
     per_step = flops["per_network_step"]
     bf16 = peaks.bf16 is not None
     header = ["variant", "what", "network-steps/s", "vs best PyTorch batched", "GFLOP/s",
@@ -396,9 +391,7 @@ def main(argv: Sequence[str]) -> int:
     text = report_text(res)
     print(text)
     if _OUT.value and (not quick or flags.FLAGS["out"].present):  # --quick: only if given
-        os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-        with open(_OUT.value, "w") as f:
-            f.write(text)
+        common.write_page(_OUT.value, text)
         print(f"wrote {_OUT.value}")
     return 0
 

@@ -35,8 +35,8 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
      blocking), timed where N is a larger multiple of the chunk.
 (a-bf16) (a) with ``matmul_dtype="bfloat16"`` (``inference_work.build_bf16_fn``):
      bfloat16 operands, float32 accumulation for the frozen decoder's products. Timed
-     with ``--bf16`` (default: where the CPU has bfloat16 instructions and gbi_jax the
-     option); its argmax agreement with (a) and max final-latent error are reported.
+     with ``--bf16`` (default: where the CPU has bfloat16 instructions); its argmax
+     agreement with (a) and max final-latent error are reported.
 (b)  PyTorch, per example in the style of the authors' code: one latent at a time,
      a ``[K]`` tensor with ``requires_grad``, ``torch.optim.SGD(momentum=0.5)``,
      S steps of zero_grad/forward/backward/step. Its rate does not depend on N, so a
@@ -121,7 +121,7 @@ _CHECK = flags.DEFINE_integer(
 _NO_TORCH_FUNC = flags.DEFINE_bool("no_torch_func", False, "Skip variant (c').")
 _BF16 = flags.DEFINE_bool(
     "bf16", None, "Time (a-bf16), gbi_jax with bfloat16 matmuls (default: where the CPU has "
-    "bfloat16 instructions and gbi_jax the matmul_dtype option).")
+    "bfloat16 instructions).")
 _PER_CORE = flags.DEFINE_bool(
     "per_core", True, "Time (c-pc) and one-step PyTorch in one process per core.")
 _PROCS = flags.DEFINE_integer("procs", 0, "Processes of the per-core variants; 0 = usable "
@@ -166,9 +166,7 @@ def settings_from_flags():
         out = "" if _QUICK.value else os.path.join(REPO_ROOT, DEFAULT_OUT)
     bf16 = _BF16.value
     if bf16 is None:
-        from benchmarks.inference_work import bf16_available
-
-        bf16 = common.has_bf16() and bf16_available()
+        bf16 = common.has_bf16()
     s = Settings(sizes=tuple(int(x) for x in sizes.split(",") if x.strip()), steps=_STEPS.value,
                  lr=_LR.value, noise=_NOISE.value, repeats=repeats,
                  per_example_subset=per_example, torch_threads=_TORCH_THREADS.value,
@@ -229,7 +227,7 @@ def main(argv: Sequence[str]) -> int:
     load_end = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(report.console_text(results, s, elapsed, load_end, est))
     if out:
-        report.write_page(out, report.markdown(results=results, s=s, chk=chk, gemm=gemm,
+        common.write_page(out, report.markdown(results=results, s=s, chk=chk, gemm=gemm,
                                                info=info, command=command, elapsed=elapsed,
                                                load_end=load_end))
         print(f"wrote {out}")

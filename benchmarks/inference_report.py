@@ -1,20 +1,18 @@
 """The report of ``benchmarks.inference``: console tables and ``docs/benchmarks/inference.md``.
 
 Formats the numbers of ``benchmarks.inference_work`` (rates in latents/s, FLOP/s, times
-in seconds); nothing here times anything. `markdown` is the results page; `write_page`
-writes it and keeps the hand-written notes below `NOTES_MARKER` of an existing page.
+in seconds); nothing here times anything. `markdown` is the results page
+(`common.write_page` writes it, keeping an existing page's hand-written notes).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Sequence
 
 from benchmarks import common
 from benchmarks.inference_work import (BWD_FLOPS, FLOPS_PER_LATENT_STEP, FWD_FLOPS, HIDDEN, K,
                                        MOMENTUM, OUT, TOLERANCE, Settings)
 
-NOTES_MARKER = "<!-- hand-written notes below are kept when the benchmark rewrites this file -->"
 
 # The iterative variants: key, short label, long label.
 ITERATIVE = [
@@ -54,12 +52,6 @@ def peaks_of(r: dict) -> common.Peaks:
     return common.Peaks(n=0, fp32_jax=r["peak_jax"], fp32_torch=r["peak_torch"])
 
 
-def best(r: dict, keys: Sequence[str]) -> tuple[str, float]:
-    """``(key, rate)`` of the fastest of ``keys`` measured in ``r``."""
-    k = max((k for k in keys if k in r), key=lambda k: r[k])
-    return k, r[k]
-
-
 def machine_lines(info: dict[str, str]) -> list[str]:
     return ["== machine =="] + [f"  {k}: {v}" for k, v in info.items()]
 
@@ -93,8 +85,8 @@ def iter_flops(r: dict, v: str, s: Settings) -> float:
 def size_line(r: dict[str, Any], s: Settings) -> str:
     """One line per N, printed as soon as that N is timed."""
     peaks = peaks_of(r)
-    bk, bv = best(r, TORCH_BATCHED)
-    ok, ov = best(r, TORCH_ONE_STEP)
+    bk, bv = common.fastest(r, TORCH_BATCHED)
+    ok, ov = common.fastest(r, TORCH_ONE_STEP)
     parts = [f"N={r['n']:>6}:"]
     for k, short, _ in ITERATIVE:
         if k in r:
@@ -151,7 +143,7 @@ def iterative_table(results: Sequence[dict], s: Settings) -> tuple[list[str], li
         (["(a-bf16)/best torch"] if _present(results, "a_bf16") else [])
     rows = []
     for r in results:
-        bk, bv = best(r, TORCH_BATCHED)
+        bk, bv = common.fastest(r, TORCH_BATCHED)
         rows.append(
             [f"{r['n']:,}"] + [with_thr(r, k) for k, _ in cols]
             + [f"{LABEL[bk]} {fmt_rate(bv)}", f"{r['a'] / bv:.2f}x", f"{r['a'] / r['b']:.1f}x"]
@@ -199,7 +191,7 @@ def one_step_table(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]
               + ["predictions agree (jax, torch)", "accuracy vs true class"])
     rows = []
     for r in results:
-        _, ov = best(r, TORCH_ONE_STEP)
+        _, ov = common.fastest(r, TORCH_ONE_STEP)
         rows.append([f"{r['n']:,}", fmt_rate(r["os_a"])]
                     + ([with_thr(r, "os_bf16")] if bf16 else [])
                     + [with_thr(r, "os_c")] + ([with_thr(r, "os_c_mp")] if mp else [])
@@ -249,8 +241,8 @@ def notes(results: Sequence[dict], s: Settings) -> list[str]:
 def ratios(results: Sequence[dict], s: Settings) -> tuple[int, list[tuple[str, str]]]:
     """``(N, [(name, value)])``: the headline ratios at the largest N."""
     big = max(results, key=lambda r: r["n"])
-    bk, bv = best(big, TORCH_BATCHED)
-    ok, ov = best(big, TORCH_ONE_STEP)
+    bk, bv = common.fastest(big, TORCH_BATCHED)
+    ok, ov = common.fastest(big, TORCH_ONE_STEP)
     peaks = peaks_of(big)
     out = [
         ("(a)/best torch", f"{big['a'] / bv:.2f}x (best torch: {LABEL[bk]})"),
@@ -306,7 +298,7 @@ def console_text(results: Sequence[dict], s: Settings, elapsed: float, load_end:
 def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
              gemm: Sequence[dict], info: dict[str, str], command: str, elapsed: float,
              load_end: str) -> str:
-    """The results page (everything above `NOTES_MARKER`)."""
+    """The results page (everything above `common.NOTES_MARKER`)."""
     header, rows = iterative_table(results, s)
     fl_header, fl_rows = flops_table(results, s)
     pk_header, pk_rows = peaks_table(results)
@@ -413,15 +405,3 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
     return "\n".join(md)
 
 
-def write_page(path: str, md: str) -> None:
-    """Writes `md` to `path`, keeping an existing page's notes below `NOTES_MARKER`."""
-    notes_md = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            old_md = f.read()
-        if NOTES_MARKER in old_md:
-            notes_md = old_md[old_md.index(NOTES_MARKER):]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(md)
-        f.write("\n" + (notes_md or NOTES_MARKER + "\n"))

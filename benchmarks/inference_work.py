@@ -103,17 +103,28 @@ def make_targets(model: MLP, params, n: int, noise: float, seed: int):
 # --------------------------------------------------------------------------
 # JAX side.
 # --------------------------------------------------------------------------
-def build_jax_fns(model: MLP, steps: int, lr: float):
-    opt = optax.sgd(lr, momentum=MOMENTUM)
-
+def _example_loss(model: MLP):
+    """``(params, z, example) -> sum((decoder(z) - x)^2)`` for one example."""
     def example_loss(params, z, example):
         y = model.apply(params, example["inputs"], z)
         return jnp.sum((y - example["x"]) ** 2)
+    return example_loss
+
+
+def build_jax_fns(model: MLP, steps: int, lr: float, matmul_dtype=None):
+    """The jitted gbi_jax programs ``(optimize_vmap, optimize_summed, optimize_chunked,
+    one_step)`` of variants (a), (a'), (a*) and one-step inference; with
+    ``matmul_dtype="bfloat16"`` every matrix product of the decoder's forward and
+    input-gradient passes takes bfloat16 operands and accumulates in float32
+    (``gbi_jax.precision.with_matmul_dtype``; latents, gradients and optimiser state
+    stay float32): the (a-bf16) programs."""
+    opt = optax.sgd(lr, momentum=MOMENTUM)
+    example_loss = _example_loss(model)
 
     @jax.jit
     def optimize_vmap(params, z0, batch):                 # (a)
         z, _ = gbi.optimize_batch(functools.partial(example_loss, params), z0, batch,
-                                  opt, steps)
+                                  opt, steps, matmul_dtype=matmul_dtype)
         return z
 
     @jax.jit
@@ -121,7 +132,7 @@ def build_jax_fns(model: MLP, steps: int, lr: float):
         def loss(zs):
             y = model.apply(params, batch["inputs"], zs)
             return jnp.sum((y - batch["x"]) ** 2)
-        z, _ = gbi.optimize(loss, z0, opt, steps)
+        z, _ = gbi.optimize(loss, z0, opt, steps, matmul_dtype=matmul_dtype)
         return z
 
     @functools.partial(jax.jit, static_argnames="chunk")
@@ -129,13 +140,14 @@ def build_jax_fns(model: MLP, steps: int, lr: float):
         # Same work as (a) through the library's chunk_size option: lax.map over chunks of
         # `chunk` latents, each running all S steps while its activations stay in cache.
         z, _ = gbi.optimize_batch(functools.partial(example_loss, params), z0, batch, opt,
-                                  steps, chunk_size=chunk)
+                                  steps, chunk_size=chunk, matmul_dtype=matmul_dtype)
         return z
 
     @jax.jit
     def one_step(params, batch):
         z0 = gbi.max_entropy_latent(K)
-        res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch)
+        res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
+                                 matmul_dtype=matmul_dtype)
         return res.prediction
 
     return optimize_vmap, optimize_summed, optimize_chunked, one_step
@@ -157,50 +169,11 @@ def torch_decoder_from_flax(params):
     return decoder_from_layers(decoder_layers(params))
 
 
-def bf16_available() -> bool:
-    """gbi_jax's iterative and one-step inference take ``matmul_dtype`` (reduced-precision
-    matrix products for the frozen decoder)."""
-    import inspect
-
-    return all("matmul_dtype" in inspect.signature(f).parameters
-               for f in (gbi.optimize, gbi.one_step))
-
-
 def build_bf16_fn(model: MLP, steps: int, lr: float):
-    """The (a-bf16) programs: ``(optimize_bf16, one_step_bf16)``, jitted, with the
-    signatures of (a) and of one-step inference in `build_jax_fns`.
-
-    Same work as (a) (``jit(optimize_batch(...))`` with ``optax.sgd(lr, momentum=0.5)``)
-    and as ``jit(one_step_batch)``, with ``matmul_dtype="bfloat16"``: every matrix product
-    of the decoder's forward and input-gradient passes takes bfloat16 operands and
-    accumulates in float32 (``gbi_jax.precision.with_matmul_dtype``); the latent, the
-    gradient and the optimiser state stay float32. Raises ``NotImplementedError`` if
-    this gbi_jax has no ``matmul_dtype`` option on ``inference.optimize`` /
-    ``inference.one_step`` (`bf16_available`).
-    """
-    if not bf16_available():
-        raise NotImplementedError(
-            "gbi_jax.inference.optimize/one_step take no matmul_dtype: this gbi_jax has no "
-            "reduced-precision inference, so the (a-bf16) row cannot be timed (--nobf16).")
-    opt = optax.sgd(lr, momentum=MOMENTUM)
-
-    def example_loss(params, z, example):
-        y = model.apply(params, example["inputs"], z)
-        return jnp.sum((y - example["x"]) ** 2)
-
-    @jax.jit
-    def optimize_bf16(params, z0, batch):
-        z, _ = gbi.optimize_batch(functools.partial(example_loss, params), z0, batch, opt,
-                                  steps, matmul_dtype="bfloat16")
-        return z
-
-    @jax.jit
-    def one_step_bf16(params, batch):
-        z0 = gbi.max_entropy_latent(K)
-        return gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
-                                  matmul_dtype="bfloat16").prediction
-
-    return optimize_bf16, one_step_bf16
+    """The (a-bf16) programs ``(optimize_bf16, one_step_bf16)``: (a) and one-step
+    inference of `build_jax_fns` with ``matmul_dtype="bfloat16"``."""
+    fns = build_jax_fns(model, steps, lr, matmul_dtype="bfloat16")
+    return fns[0], fns[3]
 
 
 @dataclasses.dataclass

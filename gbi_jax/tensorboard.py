@@ -38,6 +38,8 @@ from typing import Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from gbi_jax.workdir import atomic_write
+
 FILE_VERSION = "brain.Event:2"
 EVENT_FILE_PREFIX = "events.out.tfevents."
 _TMP_PREFIX = ".writing."  # no "tfevents" in it: TensorBoard skips files being written
@@ -341,16 +343,8 @@ class ScalarWriter:
             if events:
                 self._paths[run] = path = os.path.join(run_dir, event_file_name())
                 os.makedirs(run_dir, exist_ok=True)
-                tmp = os.path.join(run_dir, _TMP_PREFIX + os.path.basename(path))
-                try:
-                    with open(tmp, "wb") as f:
-                        f.write(_encode_file_events(events, header=True))
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.remove(tmp)
+                atomic_write(path, lambda f: f.write(_encode_file_events(events, header=True)),
+                             mode="wb", tmp=os.path.join(run_dir, f"{_TMP_PREFIX}{os.getpid()}"))
             for p in stale:
                 os.remove(p)
 

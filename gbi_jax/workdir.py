@@ -60,9 +60,12 @@ class WorkdirLockedError(RuntimeError):
         self.pid = pid
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file, then ``os.replace``."""
-    tmp = f"{path}.tmp{os.getpid()}"
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w",
+                 tmp: Optional[str] = None) -> None:
+    """Write ``path`` through ``write(file)`` into a temporary file (``tmp``, default
+    ``<path>.tmp<pid>``, in the same directory), fsync it, then ``os.replace``: readers
+    see the old file or the whole new one, never a part."""
+    tmp = tmp or f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, mode) as f:
             write(f)
@@ -243,14 +246,14 @@ class Workdir:
                 self._append_lines(self.file(HISTORY_FILE), lines)
                 for p in paths:
                     _set(old, p, _get(cfg, p))
-                _atomic_write(existing_path,
+                atomic_write(existing_path,
                               lambda f: json.dump(old, f, indent=2, sort_keys=True))
             return True
         if not self.writer:  # process 0 writes the claim
             return False
         self._created_dir = not os.path.isdir(self.path)
         os.makedirs(self.path, exist_ok=True)
-        _atomic_write(existing_path, lambda f: json.dump(cfg, f, indent=2, sort_keys=True))
+        atomic_write(existing_path, lambda f: json.dump(cfg, f, indent=2, sort_keys=True))
         self._fresh_claim = True
         return False
 
@@ -423,7 +426,7 @@ class Workdir:
         kept = [r for r in rows if not (key in r and r[key] > max_step)]
         if (len(kept) == len(rows) and not torn) or not self.writer:
             return len(rows) - len(kept)
-        _atomic_write(self.file(METRICS_FILE),
+        atomic_write(self.file(METRICS_FILE),
                       lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept)))
         return len(rows) - len(kept)
 
@@ -434,7 +437,7 @@ class Workdir:
         if not self.writer:
             return self.file(name)
         path = self.file(name)
-        _atomic_write(path, lambda f: json.dump(to_jsonable(results), f, indent=2))
+        atomic_write(path, lambda f: json.dump(to_jsonable(results), f, indent=2))
         return path
 
     def read_results(self, name: str = RESULTS_FILE) -> Optional[dict]:
@@ -449,7 +452,7 @@ class Workdir:
         if not self.writer:
             return self.file(name)
         path = self.file(name)
-        _atomic_write(path, lambda f: f.write(text))
+        atomic_write(path, lambda f: f.write(text))
         return path
 
     def finish(self, results: Mapping[str, Any], report: str,
@@ -491,7 +494,7 @@ class Workdir:
                 raise ValueError(f"write_arrays: {k!r} is an object array; only numbers and "
                                  "strings are saved (no pickles).")
         path = self.file(name)
-        _atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
+        atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
         return path
 
     def read_arrays(self, name: str = ARRAYS_FILE) -> Optional[dict[str, np.ndarray]]:

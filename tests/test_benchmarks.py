@@ -50,7 +50,7 @@ def _size_result(n, a, b, c, c2=None, a3=None):
 
 
 def test_inference_report_formats_the_measured_ratios(tmp_path):
-    from benchmarks import inference_report as report
+    from benchmarks import common, inference_report as report
     from benchmarks.inference_work import Settings
 
     s = Settings(sizes=(100, 1000), chunk=250, torch_threads=2)
@@ -75,11 +75,11 @@ def test_inference_report_formats_the_measured_ratios(tmp_path):
     assert "- (a)/(b): 60.0x" in md
     assert "met" not in md.split("## Ratios")[1] and "MISSED" not in md
     page = tmp_path / "inference.md"
-    page.write_text("old table\n" + report.NOTES_MARKER + "\nhand-written notes\n")
-    report.write_page(str(page), md)
+    page.write_text("old table\n" + common.NOTES_MARKER + "\nhand-written notes\n")
+    common.write_page(str(page), md)
     text = page.read_text()
     assert text.startswith("# Latent inference") and "old table" not in text
-    assert text.endswith(report.NOTES_MARKER + "\nhand-written notes\n")
+    assert text.endswith(common.NOTES_MARKER + "\nhand-written notes\n")
 
 
 def test_disentangle_train_report_ratios():
