@@ -30,12 +30,13 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m launch.docs --workdirs=$(WORKDIRS) $(if $(ONLY),--only=$(ONLY))
 
-# Every benchmark (gbi_jax vs PyTorch, about 6 min on 2 cores); writes
-# docs/benchmarks/inference.md and docs/benchmarks/disentangle_train.md.
+# Every benchmark (gbi_jax vs PyTorch, about 9 min on 2 cores); writes
+# docs/benchmarks/{inference,disentangle_train,chunk_size}.md.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.inference
 	$(PY) -m benchmarks.disentangle_train
+	$(PY) -m benchmarks.chunk_size
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,14 +25,16 @@ PyTorch: ``requires_grad_(False)``), so no weight gradients are computed by anyo
 Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent.
 
 (a)  gbi_jax ``jax.jit(optimize_batch(...))`` with ``optax.sgd(lr, momentum=0.5)`` and
-     the library's defaults: ``vmap(optimize)`` over the latents, in chunks of
-     ``gbi_jax.inference.CPU_CHUNK_SIZE`` (500) latents on CPU (``chunk_size="auto"``;
-     one ``vmap`` over all N on accelerators and for N <= 500).
+     the library's defaults: ``vmap(optimize)`` over the latents, on CPU in chunks of
+     the size ``chunk_size="auto"`` picks for this machine and N (a probe at the first
+     trace, cached per machine: ``gbi_jax.inference.auto_chunk_size``;
+     ``benchmarks/chunk_size.py`` compares it with every fixed size), one ``vmap`` over
+     all N on accelerators and for N < 256.
 (a') optional diagnostic (``--diag``): gbi_jax ``optimize`` on the whole ``[N, K]``
      latent with the loss summed over examples (mathematically the same updates).
 (a*) the same work as (a) with ``chunk_size=--chunk`` (250) instead of the default:
-     ``lax.map`` over chunks of latents, each chunk running all S steps (cache
-     blocking), timed where N is a larger multiple of the chunk.
+     a loop over chunks of latents, each chunk running all S steps (cache blocking),
+     timed where N is a larger multiple of the chunk.
 (a-bf16) (a) with ``matmul_dtype="bfloat16"`` (``inference_work.build_bf16_fn``):
      bfloat16 operands, float32 accumulation for the frozen decoder's products. Timed
      with ``--bf16`` (default: where the CPU has bfloat16 instructions); its argmax
@@ -56,8 +58,8 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
 (a)/best torch.
 
 One-step inference (one forward+backward at the uniform latent, argmax of -grad):
-gbi_jax ``jit(one_step_batch)`` with its defaults (chunks of 500 latents on CPU, as
-(a)), and with bf16 matmuls, vs PyTorch batched autograd in
+gbi_jax ``jit(one_step_batch)`` with its defaults (``chunk_size="auto"``, as (a)), and
+with bf16 matmuls, vs PyTorch batched autograd in
 one process and in one process per core; ratio jax/best torch.
 
 FLOP count (matmul FLOPs only, stated exactly)

@@ -362,9 +362,10 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
         "start to the last process done.",
         "",
         *([f"(a*) is the same work as (a) with `optimize_batch(..., chunk_size={s.chunk})`: "
-           f"`lax.map` over chunks of {s.chunk} latents, each chunk running all S steps "
+           f"a loop over chunks of {s.chunk} latents, each chunk running all S steps "
            "while its activations stay in cache, instead of the default chunks of (a) "
-           "(`chunk_size=\"auto\"`: 500 latents on CPU).",
+           "(`chunk_size=\"auto\"`: the size a probe picks for this machine, see "
+           "[chunk_size.md](chunk_size.md)).",
            ""] if s.chunk else []),
         *(["(a-bf16) is (a) with `matmul_dtype=\"bfloat16\"`: the decoder's matrix products "
            "take bfloat16 operands with float32 accumulation; latents, gradients and "

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 from absl import logging
 
-__all__ = ["Choice", "pick", "machine_key", "cache_path"]
+__all__ = ["Choice", "pick", "cached", "remember", "machine_key", "cache_path"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +122,28 @@ def _agree(index: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(jax.numpy.int32(index)))
 
 
+_MISSING = object()
+
+
+def cached(key: str, default: Any = _MISSING) -> Any:
+    """The value cached for workload ``key`` on this machine, or ``default`` (``KeyError``
+    without one). Reads this process's cache file only (:func:`pick` is the form that
+    agrees across the processes of a ``jax.distributed`` program)."""
+    entry = _read_cache(cache_path()).get(f"{key}|{machine_key()}")
+    if entry is None or "value" not in entry:
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+    return entry["value"]
+
+
+def remember(key: str, value: Any) -> None:
+    """Cache ``value`` (JSON-serialisable) for workload ``key`` on this machine."""
+    _write_cache(cache_path(), f"{key}|{machine_key()}", value)
+
+
 def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callable[[], Any]], *,
-         rounds: int = 3, use_cache: bool = True) -> Choice:
+         rounds: int = 3, use_cache: bool = True, warm_up: bool = True) -> Choice:
     """The fastest of ``candidates`` for the work ``make_call(candidate)()`` does.
 
     Args:
@@ -134,7 +154,8 @@ def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callabl
         simplest first.
       make_call: ``candidate -> fn``; ``fn()`` must do one unit of the real work and
         block until it is done (``jax.block_until_ready``). It is called once to compile
-        and warm up, then ``rounds`` times, round-robin with the other candidates.
+        and warm up (unless ``warm_up=False``: ``make_call`` has done that), then
+        ``rounds`` times, round-robin with the other candidates.
       rounds: timed calls per candidate (the median is used).
       use_cache: read and write the per-machine cache.
 
@@ -157,7 +178,7 @@ def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callabl
         return Choice(candidates[0], "measured", {repr(candidates[0]): 1.0}, 0.0)
     t0 = time.perf_counter()
     fns = [make_call(c) for c in candidates]
-    for fn in fns:  # compile and warm up
+    for fn in fns if warm_up else ():  # compile and warm up
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(max(1, int(rounds))):

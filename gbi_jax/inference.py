@@ -56,6 +56,7 @@ __all__ = [
     "l2_penalty",
     "normalized_sgd",
     "tune_chunk_size",
+    "auto_chunk_size",
 ]
 
 
@@ -229,23 +230,199 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
     return OneStepResult(loss, grad, scores, posterior, prediction)
 
 
-# Latents per chunk of per_example(chunk_size="auto") on CPU. For 10,000 latents through
-# the MLP decoder of benchmarks/inference.py on a 2-core AMD EPYC host (AVX-512): one-step
-# inference 201k latents/s unchunked, 474k / 669k / 642k / 581k with chunks of
-# 250 / 500 / 1,000 / 2,000; 50 steps of iterative inference 5.7k unchunked, 6.0k / 7.0k /
-# 7.3k / 7.0k (on a 2-core Intel host, chunks of 250 were the fastest).
+# The rule per_example(chunk_size="auto") falls back to on CPU where the probe cannot run
+# (more than one process, or a per-example function the probe cannot rebuild). For 10,000
+# latents through the MLP decoder of benchmarks/inference.py on a 2-core AMD EPYC host
+# (AVX-512): one-step inference 201k latents/s unchunked, 474k / 669k / 642k / 581k with
+# chunks of 250 / 500 / 1,000 / 2,000; 50 steps of iterative inference 5.7k unchunked,
+# 6.0k / 7.0k / 7.3k / 7.0k (on a 2-core Intel host, chunks of 250 were the fastest).
 CPU_CHUNK_SIZE = 500
+# per_example(chunk_size="auto") on CPU (auto_chunk_size): batches under AUTO_MIN_BATCH
+# latents run as one vmap; larger ones use the fastest of one vmap and PROBE_CHUNKS, timed
+# on stand-in latents of the same per-example program: as many as the batch has (at most
+# PROBE_MAX_LATENTS), or fewer (at least PROBE_MIN_LATENTS) when one call on that many
+# would take longer than PROBE_CALL_S.
+AUTO_MIN_BATCH = 256
+PROBE_CHUNKS = (125, 250, 500, 1000)
+PROBE_MAX_LATENTS = 16384
+PROBE_MIN_LATENTS = 2000
+PROBE_CALL_S = 0.25
+
+_AUTO_CHOICES: dict = {}  # per process: workload key -> chosen chunk size
 
 
 def resolve_chunk_size(chunk_size: Optional[int | str]) -> Optional[int]:
-    """``chunk_size`` for :func:`per_example`, with ``"auto"`` resolved for the backend
-    JAX runs on: :data:`CPU_CHUNK_SIZE` latents per chunk on CPU (cache blocking), ``None``
-    (one ``vmap``, which keeps an accelerator busy) on GPU/TPU. Integers and ``None``
-    are returned as they are. The best chunk depends on the CPU and the model; pick it
-    by timing with :func:`tune_chunk_size` where it matters."""
+    """``chunk_size`` for :func:`per_example` without a probe: ``"auto"`` becomes the
+    CPU rule :data:`CPU_CHUNK_SIZE` on CPU and ``None`` (one ``vmap``, which keeps an
+    accelerator busy) on GPU/TPU. Integers and ``None`` are returned as they are.
+    :func:`per_example` itself resolves ``"auto"`` on CPU with :func:`auto_chunk_size`."""
     if chunk_size == "auto":
         return CPU_CHUNK_SIZE if jax.default_backend() == "cpu" else None
     return chunk_size
+
+
+def _stand_in(x, rng):
+    """A concrete array shaped like ``x``: small normal values for floats, zeros for
+    integers and booleans (valid indices and masks). Other dtypes (PRNG keys) raise."""
+    import numpy as np
+
+    dtype = x.dtype
+    if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
+        return (0.1 * rng.standard_normal(x.shape)).astype(dtype)
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        return np.zeros(x.shape, dtype)
+    raise TypeError(f"no stand-in for dtype {dtype}")
+
+
+def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional[int]:
+    """The ``chunk_size`` that ``per_example(fn, chunk_size="auto")`` uses for ``(z,
+    batch)`` (``z`` batched, leading axis = latents): the fastest on this machine.
+
+    On GPU/TPU: ``None`` (one ``vmap``). On CPU: ``None`` for batches of fewer than
+    :data:`AUTO_MIN_BATCH` latents. Otherwise one ``vmap`` and each of
+    :data:`PROBE_CHUNKS` below the batch size are timed on ``m`` stand-in latents running
+    the same per-example program: its jaxpr, with every closed-over traced value (e.g.
+    network weights passed to an outer ``jit``) replaced by a stand-in array of its shape
+    and dtype, since the work does not depend on the values. ``m`` is the batch size (at
+    most :data:`PROBE_MAX_LATENTS`), so the probe sees the batch's own memory traffic;
+    where one call on that many latents takes longer than :data:`PROBE_CALL_S` (e.g.
+    many steps of iterative inference), ``m`` shrinks in proportion, to no fewer than
+    :data:`PROBE_MIN_LATENTS`. If one ``vmap`` wins on fewer latents than the batch has,
+    the batch runs in chunks of ``m``.
+
+    The probe runs once per process and workload (the program's jaxpr without its
+    literal values, and the batch size up to :data:`PROBE_MAX_LATENTS`) and is cached on
+    disk per machine (:mod:`gbi_jax.autotune`), so a later run pays nothing. It costs
+    one compilation per candidate and a few calls of at most about
+    :data:`PROBE_CALL_S` each: 2-4 s for one-step inference, 10-15 s for 50 steps of
+    iterative inference through a 270k-weight decoder on a 2-core CPU. The choice is
+    logged at WARNING. Where it cannot run (several processes, or a per-example function
+    it cannot rebuild, e.g. one closing over traced PRNG keys) the rule
+    :data:`CPU_CHUNK_SIZE` is used.
+
+    Works inside ``jit`` (it runs at trace time, outside the traced program) and changes
+    only speed: chunked and unchunked results agree to float rounding.
+    """
+    import hashlib
+    import re
+
+    from absl import logging
+
+    leaves = jax.tree_util.tree_leaves(batch)
+    n = leaves[0].shape[0] if leaves else z.shape[0]
+    if jax.default_backend() != "cpu" or n < AUTO_MIN_BATCH:
+        return None
+    if jax.process_count() > 1:
+        return CPU_CHUNK_SIZE
+    one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
+                                 (z, batch))
+    try:
+        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*one)
+    except Exception as e:  # noqa: BLE001 - any tracing failure: fall back to the rule
+        logging.warning("per_example chunk_size: no probe (%s); using %d", e, CPU_CHUNK_SIZE)
+        return CPU_CHUNK_SIZE
+    # The work does not depend on literal values (a learning rate, a temperature): they
+    # are left out of the key, so e.g. a sweep over learning rates probes once.
+    program = re.sub(r"(?<![\w.])-?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan):(?=\w+\[)", "#:",
+                     str(closed.jaxpr))
+    digest = hashlib.sha1(program.encode()).hexdigest()[:16]
+    m_max = min(n, PROBE_MAX_LATENTS)
+    key = f"chunk_size|{digest}|latents={m_max}"
+    label = f"per_example chunk_size for {m_max}-latent batches"
+    if key not in _AUTO_CHOICES:
+        from gbi_jax import autotune
+
+        value = autotune.cached(key, "none cached")
+        if value == "none cached":
+            value, measured = _probe_chunk_size(closed, out_shape, one, m_max, label)
+            if measured:
+                autotune.remember(key, value)
+        else:
+            logging.warning(autotune.Choice(value, "cached").describe(label))
+        _AUTO_CHOICES[key] = value
+    value = _AUTO_CHOICES[key]
+    return m_max if value is None and n > m_max else value
+
+
+def _probe_chunk_size(closed, out_shape, one, m_max: int, label: str):
+    """``(chunk size, measured)``: the chunk size of :func:`auto_chunk_size` for
+    ``m_max``-latent batches, timed at trace time (``None``: one ``vmap``), or the rule
+    and ``False`` where the probe failed."""
+    import time
+
+    import numpy as np
+    from absl import logging
+
+    from gbi_jax import autotune
+
+    out_tree = jax.tree_util.tree_structure(out_shape)
+    rng = np.random.default_rng(0)
+
+    def example(cs, zi, xi):
+        outs = jax.core.eval_jaxpr(closed.jaxpr, cs, *jax.tree_util.tree_leaves((zi, xi)))
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    def compiled(chunk, m):
+        """The chunked program on ``m`` stand-in latents, compiled, and a blocking call."""
+        data = jax.tree_util.tree_map(
+            lambda s: _stand_in(jax.ShapeDtypeStruct((m,) + s.shape, s.dtype), rng), one)
+
+        def run(cs, zs, xs):
+            return per_example(lambda zi, xi: example(cs, zi, xi), chunk_size=chunk)(zs, xs)
+
+        with jax.ensure_compile_time_eval():
+            f = jax.jit(run).lower(consts, *data).compile()
+
+        def call():
+            with jax.ensure_compile_time_eval():
+                jax.block_until_ready(f(consts, *data))
+
+        return call
+
+    def seconds(call):
+        t = time.perf_counter()
+        call()
+        return time.perf_counter() - t
+
+    try:
+        consts = [_stand_in(c, rng) if isinstance(c, jax.core.Tracer) else c
+                  for c in closed.consts]
+        # Size the probe: one call of the rule's setting on m_max latents (warm, timed).
+        m = m_max
+        rule = CPU_CHUNK_SIZE if CPU_CHUNK_SIZE < m else None
+        call = compiled(rule, m)
+        call()
+        t_call = seconds(call)
+        if t_call > PROBE_CALL_S and m > PROBE_MIN_LATENTS:
+            m = max(PROBE_MIN_LATENTS, int(m * PROBE_CALL_S / t_call))
+            call, t_call = None, None
+        ready = {rule: (call, t_call)} if call is not None else {}
+
+        def make_call(chunk):
+            call, t_call = ready.get(chunk, (None, None))
+            if call is None:
+                call = compiled(chunk, m)
+                t_call = seconds(call)  # compiled above: this call warms up
+            reps = max(1, int(0.05 / max(t_call, 1e-6)))  # timed units of >= 50 ms
+
+            def unit():
+                for _ in range(reps):
+                    call()
+
+            return unit
+
+        candidates = [None] + [c for c in PROBE_CHUNKS if c < m]
+        choice = autotune.pick("", candidates, make_call, rounds=3, use_cache=False,
+                               warm_up=False)
+    except Exception as e:  # noqa: BLE001 - the probe only changes speed: use the rule
+        logging.warning("%s: probe failed (%s: %s); using %d", label, type(e).__name__, e,
+                        CPU_CHUNK_SIZE)
+        return CPU_CHUNK_SIZE, False
+    value = m if choice.value is None and m < m_max else choice.value
+    logging.warning(choice.describe(f"{label} (probed on {m:,}"
+                                    + (f"; one vmap there = chunks of {m:,} here" if
+                                       value != choice.value else "") + ")"))
+    return value, True
 
 
 def chunk_size_candidates(batch_size: int) -> list[Optional[int]]:
@@ -279,6 +456,25 @@ def tune_chunk_size(make_call: Callable[[Optional[int]], Callable[[], Any]], bat
     return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call)
 
 
+def _chunked(vfn, z: Array, batch: PyTree, n: int, c: int):
+    """``vfn(z, batch)`` in ``ceil(n / c)`` chunks of ``c`` rows, one after another.
+
+    Chunk ``i`` reads rows ``[s, s + c)`` with ``s = min(i * c, n - c)`` in place
+    (``dynamic_slice``; the last chunk overlaps the one before it instead of padding, so
+    no copy of the batch is made) and writes its outputs into ``[n, ...]`` buffers."""
+    take = lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, c)  # noqa: E731
+    part = lambda s: (take(z, s), jax.tree_util.tree_map(lambda a: take(a, s), batch))  # noqa: E731
+    shapes = jax.eval_shape(lambda: vfn(*part(0)))
+    out0 = jax.tree_util.tree_map(lambda o: jnp.zeros((n,) + o.shape[1:], o.dtype), shapes)
+
+    def body(i, out):
+        s = jnp.minimum(i * c, n - c)
+        return jax.tree_util.tree_map(
+            lambda buf, o: jax.lax.dynamic_update_slice_in_dim(buf, o, s, 0), out, vfn(*part(s)))
+
+    return jax.lax.fori_loop(0, -(-n // c), body, out0)
+
+
 def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int = 0,
                 chunk_size: Optional[int | str] = "auto"):
     """Vectorise ``fn(z, example)`` over a batch of latents and examples.
@@ -288,16 +484,16 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
     a single unbatched latent (``ndim == 1``) which is then broadcast, giving every
     example its own copy (so gradients are per example).
 
-    ``chunk_size``: if set and smaller than the batch, the batch is padded to a
-    multiple of it and processed as ``lax.map`` over chunks of ``vmap`` — the same
-    results (to float rounding), but each chunk's activations stay in cache while it
-    runs. ``"auto"`` (the default): chunks of :data:`CPU_CHUNK_SIZE` on CPU, one ``vmap``
-    on GPU/TPU (:func:`resolve_chunk_size`); batches no larger than a chunk run as one
-    ``vmap`` either way. ``None``: always one ``vmap``. The fastest size for a given
-    workload and machine is found by :func:`tune_chunk_size`.
+    ``chunk_size``: if set and smaller than the batch, the batch runs as a loop over
+    chunks of that many examples, each one ``vmap`` (the last chunk overlaps the one
+    before it; nothing is padded or copied) — the same results (to float rounding), but
+    each chunk's activations stay in cache while it runs. ``"auto"`` (the default): one ``vmap`` on GPU/TPU; on CPU the fastest chunk
+    size for this per-example program on this machine, found once by a short probe
+    and cached (:func:`auto_chunk_size`). ``None``: always one ``vmap``.
     """
-    chunk_size = resolve_chunk_size(chunk_size)
-    if chunk_size is not None and (isinstance(chunk_size, str) or int(chunk_size) < 1):
+    auto = chunk_size == "auto"
+    if not auto and chunk_size is not None and (
+            isinstance(chunk_size, (str, bool)) or int(chunk_size) < 1):
         raise ValueError(f"chunk_size must be a positive integer, 'auto' or None, got "
                          f"{chunk_size!r}.")
 
@@ -309,19 +505,12 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
         if z.ndim == 1:
             z = jnp.broadcast_to(z, (n,) + z.shape)
         vfn = jax.vmap(fn, in_axes=(latent_axis, data_axis))
-        if chunk_size is None or chunk_size >= n or latent_axis != 0 or data_axis != 0:
+        if latent_axis != 0 or data_axis != 0:
             return vfn(z, batch)
-        c = int(chunk_size)
-        pad = (-n) % c
-
-        def split(a):
-            if pad:
-                a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-            return a.reshape((a.shape[0] // c, c) + a.shape[1:])  # explicit: leaves may be empty
-
-        out = jax.lax.map(lambda zb: vfn(*zb), (split(z), jax.tree_util.tree_map(split, batch)))
-        return jax.tree_util.tree_map(
-            lambda a: a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:n], out)
+        chunk = auto_chunk_size(fn, z, batch) if auto else chunk_size
+        if chunk is None or chunk >= n:
+            return vfn(z, batch)
+        return _chunked(vfn, z, batch, n, int(chunk))
 
     return wrapped
 

@@ -111,3 +111,114 @@ def test_tune_chunk_size_keeps_results_and_picks_a_candidate(cache):
     assert choice.value in fns
     ref = np.asarray(fns[None](batch))
     np.testing.assert_allclose(np.asarray(fns[choice.value](batch)), ref, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# per_example(chunk_size="auto"): the trace-time probe of inference.auto_chunk_size.
+# --------------------------------------------------------------------------
+@pytest.fixture
+def small_probe(cache, monkeypatch):
+    """A fresh per-process memo and a short candidate list (few compilations)."""
+    from gbi_jax import inference
+
+    monkeypatch.setattr(inference, "_AUTO_CHOICES", {})
+    monkeypatch.setattr(inference, "PROBE_CHUNKS", (100, 200))
+    monkeypatch.setattr(inference, "AUTO_MIN_BATCH", 250)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    return inference
+
+
+def _decoder_loss(scale=1.0):
+    def program(w, z, x):
+        return scale * jnp.sum((jnp.tanh(z @ w) - x) ** 2)
+    return program
+
+
+def test_auto_chunk_probe_runs_inside_jit_caches_and_keeps_results(small_probe, cache, caplog):
+    inference = small_probe
+    w = jax.random.normal(jax.random.PRNGKey(0), (6, 40))
+    xs = jax.random.normal(jax.random.PRNGKey(1), (457, 40))  # not a multiple of any chunk
+    z0 = jnp.full((6,), 1 / 6)
+    program = _decoder_loss()
+
+    @jax.jit
+    def infer(w, xs):  # the weights are traced: the probe stands in for them
+        return inference.optimize_batch(lambda z, x: program(w, z, x), z0, xs,
+                                        optax.sgd(0.05), 4)[0]
+
+    with caplog.at_level("WARNING"):
+        out = infer(w, xs)
+    assert "per_example chunk_size for 457-latent batches (probed on 457)" in caplog.text
+    assert "measured" in caplog.text
+    stored = json.loads(cache.read_text())
+    (key, entry), = [(k, v) for k, v in stored.items() if k.startswith("chunk_size|")]
+    assert "latents=457" in key and entry["value"] in (None, 100, 200)
+    ref = inference.optimize_batch(lambda z, x: program(w, z, x), z0, xs, optax.sgd(0.05), 4,
+                                   chunk_size=None)[0]
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+    # A new process (empty memo) reads the disk cache; a program differing only in a
+    # literal value (here a loss scale) is the same workload.
+    inference._AUTO_CHOICES.clear()
+    caplog.clear()
+    scaled = _decoder_loss(scale=3.0)
+    with caplog.at_level("WARNING"):
+        jax.jit(lambda w, xs: inference.one_step_batch(
+            lambda z, x: scaled(w, z, x), z0, xs).grad)(w, xs)
+        jax.jit(lambda w, xs: inference.optimize_batch(
+            lambda z, x: scaled(w, z, x), z0, xs, optax.sgd(0.5), 4)[0])(w, xs)
+    assert caplog.text.count("cached for this machine") == 1  # the optimize program
+    assert caplog.text.count("measured") == 1                 # one_step: another program
+
+
+def test_auto_chunk_small_batches_and_accelerators_take_one_vmap(small_probe, monkeypatch,
+                                                                 caplog):
+    inference = small_probe
+    f = lambda z, x: jnp.sum(z * x)  # noqa: E731
+    with caplog.at_level("WARNING"):
+        assert inference.auto_chunk_size(f, jnp.ones((249, 3)), jnp.ones((249, 3))) is None
+        monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+        assert inference.auto_chunk_size(f, jnp.ones((5000, 3)), jnp.ones((5000, 3))) is None
+    assert caplog.text == ""
+
+
+def test_auto_chunk_probe_shrinks_for_slow_calls_and_maps_one_vmap(small_probe, monkeypatch,
+                                                                  caplog):
+    inference = small_probe
+    monkeypatch.setattr(inference, "PROBE_CALL_S", 0.0)  # every call is "too slow"
+    monkeypatch.setattr(inference, "PROBE_MIN_LATENTS", 300)
+    f = lambda z, x: jnp.sum(jnp.tanh(z * x))  # noqa: E731
+    with caplog.at_level("WARNING"):
+        chunk = inference.auto_chunk_size(f, jnp.ones((900, 3)), jnp.ones((900, 3)))
+    assert "(probed on 300" in caplog.text
+    # One vmap measured on 300 latents means chunks of 300 for the 900-latent batch.
+    assert chunk in (100, 200, 300)
+    assert (chunk == 300) == ("one vmap there = chunks of 300 here" in caplog.text)
+
+
+def test_auto_chunk_probe_failure_falls_back_to_the_rule(small_probe, cache, caplog):
+    inference = small_probe
+
+    @jax.jit
+    def f(key, xs):  # closes over a traced PRNG key: no stand-in exists for it
+        fn = lambda z, x: jnp.sum(z * x * jax.random.normal(key, x.shape))  # noqa: E731
+        return inference.per_example(fn)(jnp.ones((400, 3)), xs)
+
+    with caplog.at_level("WARNING"):
+        out = f(jax.random.key(0), jnp.ones((400, 3)))
+    assert out.shape == (400,)
+    assert "probe failed" in caplog.text and f"using {inference.CPU_CHUNK_SIZE}" in caplog.text
+    assert not cache.exists() or "chunk_size|" not in cache.read_text()
+
+
+@pytest.mark.parametrize("n,chunk", [(7, 3), (10, 5), (9, 8)])
+def test_chunks_overlap_at_the_end_instead_of_padding(n, chunk):
+    from gbi_jax import inference
+
+    xs = jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2)
+    f = lambda z, x: {"s": z * x.sum(), "x": x}  # noqa: E731
+    z = jnp.arange(n, dtype=jnp.float32).reshape(n, 1)
+    out = jax.jit(inference.per_example(f, chunk_size=chunk))(z, xs)
+    ref = jax.vmap(f)(z, xs)
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
