@@ -2,7 +2,7 @@ r"""``per_example(chunk_size="auto")`` against every fixed chunk size, on this m
 
 Run from the repository root (``make bench`` runs it too)::
 
-    python -m benchmarks.chunk_size          # about 3 min on 2 cores; docs/benchmarks/chunk_size.md
+    python -m benchmarks.chunk_size          # about 5 min on 2 cores; docs/benchmarks/chunk_size.md
     python -m benchmarks.chunk_size --quick  # N = 1,000 and 10,000 one-step only, prints only
 
 The work is that of ``benchmarks/inference.py``: the MLP decoder (10 -> 256 -> 256 ->
@@ -39,7 +39,7 @@ _SIZES = flags.DEFINE_string("sizes", "1000,10000", "Comma-separated latent coun
 _CHUNKS = flags.DEFINE_string("chunks", "125,250,500,1000,2000",
                               "Fixed chunk sizes timed beside 'auto' and one vmap.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps of the iterative program.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per setting (median).")
+_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per setting (median).")
 _QUICK, _OUT = flags.DEFINE_bool("quick", False, "One-step program only; prints only."), \
     flags.DEFINE_string("out", None, "Markdown page; default docs/benchmarks/chunk_size.md "
                         "for a full run, none for --quick; '' disables.")
@@ -201,7 +201,7 @@ def page(header, body, info, command, elapsed) -> str:
         "every full run; `make bench` runs it.",
         "",
         "`per_example`, and with it `one_step_batch`, `optimize_batch` and "
-        "`exhaustive_batch`, runs large batches as `lax.map` over chunks of `vmap` on CPU "
+        "`exhaustive_batch`, runs large batches as a loop over chunks of `vmap` on CPU "
         "(cache blocking). With `chunk_size=\"auto\"` (the default) the chunk size is the "
         "fastest of " + ", ".join(str(c) for c in inference.PROBE_CHUNKS) + " and one "
         "`vmap`, timed on stand-in latents of the same per-example program the first time "

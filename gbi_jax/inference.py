@@ -275,15 +275,21 @@ def _stand_in(x, rng):
 
 
 def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional[int]:
-    """The ``chunk_size`` that ``per_example(fn, chunk_size="auto")`` uses for ``(z,
-    batch)`` (``z`` batched, leading axis = latents): the fastest on this machine.
+    """The ``chunk_size`` that ``per_example(fn, chunk_size="auto")(z, batch)`` uses: the
+    fastest on this machine. ``z`` is batched (leading axis = latents) or, as for
+    :func:`per_example`, one latent shared by every example (``ndim == 1``).
 
     On GPU/TPU: ``None`` (one ``vmap``). On CPU: ``None`` for batches of fewer than
     :data:`AUTO_MIN_BATCH` latents. Otherwise one ``vmap`` and each of
     :data:`PROBE_CHUNKS` below the batch size are timed on ``m`` stand-in latents running
-    the same per-example program: its jaxpr, with every closed-over traced value (e.g.
-    network weights passed to an outer ``jit``) replaced by a stand-in array of its shape
-    and dtype, since the work does not depend on the values. ``m`` is the batch size (at
+    the same program :func:`per_example` builds (``vmap(fn)`` traced at the chunk's
+    shape, in the same chunk loop), with every closed-over traced value (e.g. network
+    weights passed to an outer ``jit``) replaced by a stand-in argument of its shape and
+    dtype, since the work does not depend on the values. Concrete closed-over values
+    stay constants, and a latent shared by every example is a constant broadcast inside
+    the program, as the uniform starting point a caller makes inside its ``jit`` is (XLA
+    simplifies products with it; a shared latent passed as a ``jit`` argument is
+    therefore probed as if it were constant). ``m`` is the batch size (at
     most :data:`PROBE_MAX_LATENTS`), so the probe sees the batch's own memory traffic;
     where one call on that many latents takes longer than :data:`PROBE_CALL_S` (e.g.
     many steps of iterative inference), ``m`` shrinks in proportion, to no fewer than
@@ -309,15 +315,16 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     from absl import logging
 
     leaves = jax.tree_util.tree_leaves(batch)
+    shared = z.ndim == 1
     n = leaves[0].shape[0] if leaves else z.shape[0]
     if jax.default_backend() != "cpu" or n < AUTO_MIN_BATCH:
         return None
     if jax.process_count() > 1:
         return CPU_CHUNK_SIZE
     one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype),
-                                 (z, batch))
+                                 (z[None] if shared else z, batch))
     try:
-        closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*one)
+        closed = jax.make_jaxpr(fn)(*one)
     except Exception as e:  # noqa: BLE001 - any tracing failure: fall back to the rule
         logging.warning("per_example chunk_size: no probe (%s); using %d", e, CPU_CHUNK_SIZE)
         return CPU_CHUNK_SIZE
@@ -327,14 +334,14 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
                      str(closed.jaxpr))
     digest = hashlib.sha1(program.encode()).hexdigest()[:16]
     m_max = min(n, PROBE_MAX_LATENTS)
-    key = f"chunk_size|{digest}|latents={m_max}"
+    key = f"chunk_size|{digest}|latents={m_max}" + ("|shared_latent" if shared else "")
     label = f"per_example chunk_size for {m_max}-latent batches"
     if key not in _AUTO_CHOICES:
         from gbi_jax import autotune
 
         value = autotune.cached(key, "none cached")
         if value == "none cached":
-            value, measured = _probe_chunk_size(closed, out_shape, one, m_max, label)
+            value, measured = _probe_chunk_size(fn, one, m_max, label, shared)
             if measured:
                 autotune.remember(key, value)
         else:
@@ -344,10 +351,16 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     return m_max if value is None and n > m_max else value
 
 
-def _probe_chunk_size(closed, out_shape, one, m_max: int, label: str):
+def _probe_chunk_size(fn, one, m_max: int, label: str, shared: bool):
     """``(chunk size, measured)``: the chunk size of :func:`auto_chunk_size` for
     ``m_max``-latent batches, timed at trace time (``None``: one ``vmap``), or the rule
-    and ``False`` where the probe failed."""
+    and ``False`` where the probe failed.
+
+    Each candidate runs the program :func:`per_example` builds: ``vmap(fn)`` traced at
+    the chunk's shape (so batching and differentiation happen in the same order as in
+    the real program), its closed-over traced values replaced by stand-ins, inside the
+    same chunk loop; a latent shared by every example (``shared``) is broadcast inside
+    the program, as :func:`per_example` does, so XLA sees the same structure."""
     import time
 
     import numpy as np
@@ -355,27 +368,52 @@ def _probe_chunk_size(closed, out_shape, one, m_max: int, label: str):
 
     from gbi_jax import autotune
 
-    out_tree = jax.tree_util.tree_structure(out_shape)
     rng = np.random.default_rng(0)
+    stand_ins: dict = {}
 
-    def example(cs, zi, xi):
-        outs = jax.core.eval_jaxpr(closed.jaxpr, cs, *jax.tree_util.tree_leaves((zi, xi)))
-        return jax.tree_util.tree_unflatten(out_tree, outs)
+    def concrete(c):
+        if not isinstance(c, jax.core.Tracer):
+            return c
+        if id(c) not in stand_ins:
+            stand_ins[id(c)] = (c, _stand_in(c, rng))  # keeps c alive: ids stay unique
+        return stand_ins[id(c)][1]
 
     def compiled(chunk, m):
         """The chunked program on ``m`` stand-in latents, compiled, and a blocking call."""
+        rows = m if chunk is None else chunk
+        closed, out_shape = jax.make_jaxpr(jax.vmap(fn), return_shape=True)(
+            *jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((rows,) + s.shape, s.dtype),
+                                    one))
+        out_tree = jax.tree_util.tree_structure(out_shape)
+        # Traced values (e.g. weights given to an outer jit) become arguments, concrete
+        # ones stay constants of the program, as in the real one.
+        traced = [isinstance(c, jax.core.Tracer) for c in closed.consts]
+        args = [concrete(c) for c, t in zip(closed.consts, traced) if t]
         data = jax.tree_util.tree_map(
             lambda s: _stand_in(jax.ShapeDtypeStruct((m,) + s.shape, s.dtype), rng), one)
+        z_shared = data[0][0]  # one latent for every example: a constant, like the
+        if shared:             # uniform starting point a caller makes inside its jit
+            data = (None, data[1])
 
         def run(cs, zs, xs):
-            return per_example(lambda zi, xi: example(cs, zi, xi), chunk_size=chunk)(zs, xs)
+            it = iter(cs)
+            consts = [next(it) if t else c for c, t in zip(closed.consts, traced)]
+
+            def vfn(zc, xc):
+                outs = jax.core.eval_jaxpr(closed.jaxpr, consts,
+                                           *jax.tree_util.tree_leaves((zc, xc)))
+                return jax.tree_util.tree_unflatten(out_tree, outs)
+
+            if shared:
+                zs = jnp.broadcast_to(jnp.asarray(z_shared), (m,) + z_shared.shape)
+            return vfn(zs, xs) if chunk is None else _chunked(vfn, zs, xs, m, chunk)
 
         with jax.ensure_compile_time_eval():
-            f = jax.jit(run).lower(consts, *data).compile()
+            f = jax.jit(run).lower(args, *data).compile()
 
         def call():
             with jax.ensure_compile_time_eval():
-                jax.block_until_ready(f(consts, *data))
+                jax.block_until_ready(f(args, *data))
 
         return call
 
@@ -385,8 +423,6 @@ def _probe_chunk_size(closed, out_shape, one, m_max: int, label: str):
         return time.perf_counter() - t
 
     try:
-        consts = [_stand_in(c, rng) if isinstance(c, jax.core.Tracer) else c
-                  for c in closed.consts]
         # Size the probe: one call of the rule's setting on m_max latents (warm, timed).
         m = m_max
         rule = CPU_CHUNK_SIZE if CPU_CHUNK_SIZE < m else None
@@ -395,15 +431,19 @@ def _probe_chunk_size(closed, out_shape, one, m_max: int, label: str):
         t_call = seconds(call)
         if t_call > PROBE_CALL_S and m > PROBE_MIN_LATENTS:
             m = max(PROBE_MIN_LATENTS, int(m * PROBE_CALL_S / t_call))
-            call, t_call = None, None
-        ready = {rule: (call, t_call)} if call is not None else {}
+            rule = CPU_CHUNK_SIZE if CPU_CHUNK_SIZE < m else None
+            call = compiled(rule, m)
+            call()
+            t_call = seconds(call)
+        # Every candidate's timed unit is the same number of calls (>= 50 ms of the rule's).
+        reps = max(1, int(0.05 / max(t_call, 1e-6)))
+        ready = {rule: call}
 
         def make_call(chunk):
-            call, t_call = ready.get(chunk, (None, None))
+            call = ready.get(chunk)
             if call is None:
                 call = compiled(chunk, m)
-                t_call = seconds(call)  # compiled above: this call warms up
-            reps = max(1, int(0.05 / max(t_call, 1e-6)))  # timed units of >= 50 ms
+                call()  # compiled above: this call warms up
 
             def unit():
                 for _ in range(reps):
@@ -487,9 +527,10 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
     ``chunk_size``: if set and smaller than the batch, the batch runs as a loop over
     chunks of that many examples, each one ``vmap`` (the last chunk overlaps the one
     before it; nothing is padded or copied) — the same results (to float rounding), but
-    each chunk's activations stay in cache while it runs. ``"auto"`` (the default): one ``vmap`` on GPU/TPU; on CPU the fastest chunk
-    size for this per-example program on this machine, found once by a short probe
-    and cached (:func:`auto_chunk_size`). ``None``: always one ``vmap``.
+    each chunk's activations stay in cache while it runs. ``"auto"`` (the default): one
+    ``vmap`` on GPU/TPU; on CPU the fastest chunk size for this per-example program on
+    this machine, found once by a short probe and cached (:func:`auto_chunk_size`).
+    ``None``: always one ``vmap``.
     """
     auto = chunk_size == "auto"
     if not auto and chunk_size is not None and (
@@ -502,12 +543,14 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
         if not leaves:
             raise ValueError("per_example needs a non-empty batch.")
         n = leaves[0].shape[data_axis]
+        chunk = chunk_size
+        if auto and latent_axis == 0 and data_axis == 0:
+            chunk = auto_chunk_size(fn, z, batch)  # before the broadcast: it probes that too
         if z.ndim == 1:
             z = jnp.broadcast_to(z, (n,) + z.shape)
         vfn = jax.vmap(fn, in_axes=(latent_axis, data_axis))
         if latent_axis != 0 or data_axis != 0:
             return vfn(z, batch)
-        chunk = auto_chunk_size(fn, z, batch) if auto else chunk_size
         if chunk is None or chunk >= n:
             return vfn(z, batch)
         return _chunked(vfn, z, batch, n, int(chunk))
