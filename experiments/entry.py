@@ -193,6 +193,7 @@ def _load_default_config(spec: Optional[str]):
     try:
         module_spec = importlib.util.spec_from_file_location("_entry_config", path)
         module = importlib.util.module_from_spec(module_spec)
+        sys.modules["_entry_config"] = module  # dataclasses look the module up by name
         module_spec.loader.exec_module(module)
         return module.get_config(variant) if variant else module.get_config()
     except Exception:  # pylint: disable=broad-except

@@ -211,7 +211,12 @@ def _load_config_module(path: str) -> Any:
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import config file {path!r}; it must be a .py file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # dataclasses (and pickling) look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 

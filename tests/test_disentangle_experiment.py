@@ -258,8 +258,9 @@ def test_evaluation_vmapped_over_networks_equals_one_after_another():
     """The accelerator path (one vmap over the networks, split over the devices) gives
     the CPU path's numbers (lax.map over the networks)."""
     cfg = dis_config.get_config("fig1_smoke")
-    name, group = next(iter(experiment.groups_of(experiment.members_of(cfg)).items()))
-    task, net, insts = experiment.build(cfg, group)
+    program = next(iter(experiment.programs_of(cfg).values()))
+    group = program.members
+    task, net, insts = experiment.build(cfg, program)
     params = jax.vmap(net.init)(jax.random.split(jax.random.PRNGKey(0), len(group)))
     n_tasks = np.asarray([m.n_tasks for m in group])
     apply_fn = lambda p, x: net.apply(p, x)  # noqa: E731
@@ -269,3 +270,77 @@ def test_evaluation_vmapped_over_networks_equals_one_after_another():
     assert mapped["ood_r2"].shape == (len(group), 4, cfg.eval.fits)
     for k in ("ood_r2", "id_r2", "angles", "accuracy"):
         np.testing.assert_allclose(vmapped[k], mapped[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+# ---------------------------------------------------------------------------
+# Packed runs: the networks of several figure runs, trained by program.
+# ---------------------------------------------------------------------------
+def _small(c):
+    """Smoke training and evaluation, the grids untouched."""
+    c.update_from_flattened_dict(dis_config.SMOKE_OVERRIDES)
+    c.figures = False
+    c.runtime.member_block = 64  # one vmap (no probe; blocking never changes results)
+    return c
+
+
+def test_packed_programs_merge_twins_and_train_shared_networks_once():
+    c = dis_config.get_config("panels")
+    programs = experiment.programs_of(c)
+    per_run = sum(len(experiment.programs_of(dis_config.part_config(c, p))) for p in c.parts)
+    entries = sum(len(p.entries) for p in programs.values())
+    members = sum(len(p.members) for p in programs.values())
+    assert per_run == 49 and len(programs) == 27
+    assert entries == sum(len(experiment.members_of(dis_config.part_config(c, p)))
+                          for p in c.parts) == 405
+    # fig7's sigma = 0.2, N = 2, 24 networks and fig8_rt's N = 24 free-RT networks are
+    # fig1's and fig5's: the same condition, seed and program shapes.
+    assert members == 390
+    fig1 = programs["rnn_D2_T20_fixed_linear_R24_relu"]
+    assert {e.part for e in fig1.entries} == {"fig1", "fig7_n2_24", "fig7_n2_24_s234",
+                                              "fig8_corr", "fig8_corr_s234"}
+    # Twins share a program; N = 6 networks keep their own readout width.
+    fig7_n6 = programs["rnn_D2_T20_fixed_linear_R6_relu"]
+    assert {e.part for e in fig7_n6.entries} == {"fig7_n6", "fig7_n6_s234"}
+    assert len(fig7_n6.members) == 25 and fig7_n6.readout == 6
+
+
+def test_packed_rows_equal_the_per_figure_runs(tmp_path):
+    """Every row of a packed run (shared networks trained once, twins in one program)
+    equals the row of the network's own run: same initialisation, data and evaluation
+    (up to float rounding where XLA's kernels round another batch of networks differently;
+    a short smoke training keeps that far below the tolerance)."""
+    parts = ("fig1", "fig7_n2_24")
+    packed = _small(dis_config.get_config("panels"))
+    packed.parts = parts
+    got = experiment.run(packed, str(tmp_path / "packed"))
+    assert len(got["timing"]) == 1  # one program
+    (timing,) = got["timing"].values()
+    assert timing["networks"] == 25 + 20 - 4  # sigma = 0.2 at N = 2, 24, seeds 0, 1: shared
+    keys = ("ood_r2", "id_r2", "angles", "accuracy", "final_loss")
+    for part in parts:
+        alone = experiment.run(_small(dis_config.part_config(packed, part)),
+                               str(tmp_path / part))
+        mine = [r for r in got["rows"] if r["part"] == part]
+        assert len(mine) == len(alone["rows"])
+        for a, b in zip(alone["rows"], mine):
+            assert all(a[k] == b[k] for k in experiment.STATIC + experiment.DYNAMIC + ("seed",))
+            for k in keys:
+                np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-4, err_msg=k)
+
+
+def test_packed_config_errors():
+    c = dis_config.get_config("panels")
+    for field, value, match in (("parts", ("fig1", "fig9"), "unknown part 'fig9'"),
+                                ("pack", "rnn_D3", "not a program of these parts"),
+                                ("seeds", (0,), "seeds of each part")):
+        bad = dis_config.get_config("panels")
+        bad[field] = value
+        with pytest.raises(ValueError, match=match):
+            experiment.validate(bad)
+    c.grid.n_tasks = (2,)
+    with pytest.raises(ValueError, match="config.grid: is not used by a packed run"):
+        experiment.validate(c)
+    plain = dis_config.get_config("fig1")
+    plain.pack = "rnn_D2_T20_fixed_linear"
+    with pytest.raises(ValueError, match="config.pack: needs config.parts"):
+        experiment.validate(plain)

@@ -4,7 +4,9 @@
         --workdir=workdirs/disentangle/fig1
 
 Variants: ``fig1`` ... ``fig8_curved`` (paper scale) and the same names with
-``_smoke`` (seconds); ``smoke`` is ``fig1_smoke``; no argument is ``fig1``.
+``_smoke`` (seconds); ``smoke`` is ``fig1_smoke``; no argument is ``fig1``; ``panels``
+(and ``panels_smoke``: the same networks, smoke training and evaluation) is a packed run
+of every network behind the panels.
 
 A run trains every combination of the ``grid`` axes x ``seeds``. Combinations that
 share a *static* setting (model, D, T, free-RT, boundary) form a group trained as
@@ -34,6 +36,18 @@ Choices where the paper does not give the setting (each is a field here):
   trials per fold (fresh batches of 16 drawn from it) instead of fresh trials per
   decoder step; test sets are 640 fresh trials per held-out orthant.
 
+Packed runs (``parts``): the networks of several figure runs (:data:`PANEL_RUNS`, the
+runs behind the paper's panels) trained in one workdir. Each part keeps the grid and
+seeds of its run; networks whose programs would have the same shapes (static setting,
+readout width = the run's max N, encoder kinds) are trained as ONE program, and a network
+that two parts both train (the same condition, seed and shapes) is trained once. Every
+network keeps its run's initialisation, data stream and evaluation keys: it is the
+network of the per-figure run up to float rounding (XLA's CPU kernels may round the last
+bit differently when a device holds another number of networks, and training amplifies
+such differences, as between two machines). ``pack`` restricts a run to one such
+program (one job per program: ``launch/sweeps/disentangle_packed.py``). Variant
+``panels``: every part.
+
 Resuming a workdir with a changed config: :data:`RUNTIME_FIELDS` (``runtime``:
 performance-only settings; ``figures``: whether figures are drawn; the divergence bounds
 ``train.max_loss`` / ``train.max_grad_norm``) are never compared;
@@ -44,6 +58,9 @@ field is a conflict, unless listed in ``--config_override_ok=train.lr,...``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -58,6 +75,10 @@ def _base() -> ml_collections.ConfigDict:
     c.figure = "fig1"
     c.seed = 0  # seed offset: network k of a condition uses seed + seeds[k]
     c.seeds = (0, 1, 2, 3, 4)
+    # Packed runs: names of PANEL_RUNS whose networks this run trains instead of grid x
+    # seeds (empty: grid x seeds), and the one program of them to train (empty: all).
+    c.parts = ml_collections.FieldReference((), field_type=tuple)
+    c.pack = ""
 
     g = c.grid = ml_collections.ConfigDict()
     g.cores = ("rnn",)  # rnn | noleak | lstm | gru | transformer
@@ -212,12 +233,105 @@ def _smoke(c):
     return c
 
 
+# ---------------------------------------------------------------------------
+# The runs behind the paper's panels (launch/sweeps/disentangle_panels.py runs them one
+# workdir each; packed runs train them by program).
+# ---------------------------------------------------------------------------
+FIRST_SEEDS = (0, 1)
+TWIN_SEEDS = (2, 3, 4)
+ALL_SEEDS = FIRST_SEEDS + TWIN_SEEDS
+TWIN_SUFFIX = "_s" + "".join(str(s) for s in TWIN_SEEDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureRun:
+    """One training run: a config variant, grid overrides and the seeds it trains."""
+
+    name: str
+    variant: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seeds: Sequence[int] = FIRST_SEEDS
+    optional: bool = False  # an add-on: panels are drawn without it until it finishes
+
+    @property
+    def twinned(self) -> bool:
+        return tuple(self.seeds) == FIRST_SEEDS
+
+
+RUNS = (
+    # Figure 1 at paper scale (5 seeds): the shared reference networks.
+    FigureRun("fig1", "fig1", seeds=ALL_SEEDS),
+    FigureRun("fig2_noleak", "fig2", {"grid.cores": ("noleak",)}),
+    FigureRun("fig2_lstm_gru", "fig2", {"grid.cores": ("lstm", "gru"),
+                                        "grid.n_tasks": (2, 6, 24)}),
+    FigureRun("fig2_transformer", "fig2", {"grid.cores": ("transformer",),
+                                           "grid.n_tasks": (2, 6, 24)}),
+    FigureRun("fig5", "fig5"),
+    FigureRun("fig6", "fig6", {"grid.n_tasks": (3, 12)}),
+    FigureRun("fig8_corr", "fig8_corr", {"grid.rhos": (0.3, 0.6, 0.9)}),
+    FigureRun("fig8_curved", "fig8_curved"),
+    FigureRun("fig8_encoder", "fig8_encoder", {"grid.encoders": ("quadratic",),
+                                               "grid.n_tasks": (2, 6, 24)}),
+    FigureRun("fig8_rt", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (2, 6, 24)}),
+    FigureRun("fig7_n2_24", "fig7", {"grid.n_tasks": (2, 24)}),
+    FigureRun("fig7_n6", "fig7", {"grid.n_tasks": (6,)}),
+    # The remaining N of Fig. 2 for the gated nets and the transformer, five seeds at once ...
+    FigureRun("fig2_transformer_n312", "fig2", {"grid.cores": ("transformer",),
+                                                "grid.n_tasks": (3, 12)},
+              seeds=ALL_SEEDS, optional=True),
+    FigureRun("fig2_lstm_gru_n312", "fig2", {"grid.cores": ("lstm", "gru"),
+                                             "grid.n_tasks": (3, 12)},
+              seeds=ALL_SEEDS, optional=True),
+    # ... and of the Fig. 8 encoder and free-RT panels.
+    FigureRun("fig8_encoder_n312", "fig8_encoder", {"grid.encoders": ("quadratic",),
+                                                    "grid.n_tasks": (3, 12)},
+              seeds=ALL_SEEDS, optional=True),
+    FigureRun("fig8_rt_n312", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (3, 12)},
+              seeds=ALL_SEEDS, optional=True),
+    # Fig. 6 at N = 6, 9 (with fig6's 3, 12: the set {3, 6, 9, 12}), every D, five seeds.
+    FigureRun("fig6_n69", "fig6", {"grid.n_tasks": (6, 9)}, seeds=ALL_SEEDS, optional=True),
+)
+
+
+def twin(run: FigureRun) -> FigureRun:
+    """The same run on the seeds 2, 3, 4."""
+    return dataclasses.replace(run, name=run.name + TWIN_SUFFIX, seeds=TWIN_SEEDS)
+
+
+def panel_runs() -> list[FigureRun]:
+    """``RUNS`` and the seed-2,3,4 twin of every run on seeds 0, 1."""
+    return list(RUNS) + [twin(r) for r in RUNS if r.twinned]
+
+
+PANEL_RUNS = {r.name: r for r in panel_runs()}
+
+
+def part_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """``config`` with the grid and seeds of panel run ``name`` (and no parts)."""
+    run = PANEL_RUNS[name]
+    c = config.copy_and_resolve_references()
+    c.parts, c.pack = (), ""
+    c.grid = _figure(_base(), run.variant).grid
+    for key, value in run.overrides.items():
+        node, _, leaf = key.rpartition(".")
+        c[node][leaf] = value
+    c.seeds = tuple(run.seeds)
+    return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = (arg or "fig1").strip()
     smoke = arg == "smoke" or arg.endswith("_smoke")
     name = "fig1" if arg == "smoke" else arg[:-len("_smoke")] if smoke else arg
+    if name == "panels":  # every network of the panels, trained by program
+        c = _base()
+        c.parts = tuple(PANEL_RUNS)
+        c.figures = False
+        if smoke:
+            c.update_from_flattened_dict(SMOKE_OVERRIDES)
+        return c
     if name not in FIGURES:
-        raise ValueError(f"Unknown config variant {arg!r}; use one of {FIGURES}, each "
-                         "optionally with '_smoke', or 'smoke'.")
+        raise ValueError(f"Unknown config variant {arg!r}; use one of {FIGURES} or 'panels', "
+                         "each optionally with '_smoke', or 'smoke'.")
     c = _figure(_base(), name)
     return _smoke(c) if smoke else c

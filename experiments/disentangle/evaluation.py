@@ -72,7 +72,7 @@ def on_local_devices(tree):
 
 def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskInstance,
                    n_tasks: np.ndarray, ecfg, *, free_rt: bool,
-                   vmap: bool | None = None) -> dict:
+                   vmap: bool | None = None, key_index=None) -> dict:
     """OOD / ID r^2, angles and decision accuracy for M stacked networks.
 
     Data per network: one decoder training pool of ``pool_trials`` full-prior trials
@@ -91,6 +91,11 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     (``lax.map``) on one device: on a 2-core CPU host this compiled about 1.3x and ran
     about 1.2-1.8x faster than the vmap over 2 host devices (25 Fig. 1 networks, reduced
     decoder budget, a loaded machine). Both give the same numbers up to float rounding.
+
+    Network ``i`` draws its data and decoder inits from ``split(PRNGKey(ecfg.seed), M)[i]``;
+    ``key_index`` (one ``(index, of)`` pair per network) gives it
+    ``split(PRNGKey(ecfg.seed), of)[index]`` instead: its key in another group of ``of``
+    networks (a packed run evaluates each network as its own run does).
 
     Returns numpy arrays: ``ood_r2 [M, F, fits]``, ``id_r2 [M, F, fits]``,
     ``angles [M, F, fits, pairs]``, ``accuracy [M]`` (decision outputs vs labels,
@@ -129,7 +134,14 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
         return ood.r2, idr.r2, decoding.decoder_angles(ood.weights), accuracy
 
     m = jax.tree_util.tree_leaves(params)[0].shape[0]
-    args = (params, insts, jax.random.split(key, m), steps)
+    if key_index is None:
+        keys = jax.random.split(key, m)
+    else:
+        if len(key_index) != m:
+            raise ValueError(f"key_index has {len(key_index)} entries for {m} networks")
+        keys = np.stack([np.asarray(jax.random.split(key, of)[index])
+                         for index, of in key_index])
+    args = (params, insts, keys, steps)
     if (jax.default_backend() != "cpu") if vmap is None else vmap:
         run = jax.jit(jax.vmap(lambda p, i, k, s: per_network((p, i, k, s))))
         args = on_local_devices(args)

@@ -19,10 +19,9 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
+import io
 import itertools
 import time
-import io
 from typing import Any, Sequence
 
 import jax
@@ -36,15 +35,14 @@ from experiments.common import run_experiment
 from experiments.disentangle import config as config_lib
 from experiments.disentangle import evaluation
 from experiments.disentangle.config import FIGURES
+from experiments.disentangle.grid import (DYNAMIC, STATIC, Member, Program,  # noqa: F401
+                                          group_name, groups_of, members_of, programs_of)
 from experiments.disentangle.networks import Network
 from gbi_jax import losses, training
 from gbi_jax.analysis import dynamics, theory
 from gbi_jax.tasks import EvidenceTask, stack_instances
 from gbi_jax.validation import renamed
 from gbi_jax.workdir import Workdir
-
-STATIC = ("core", "dim", "stim_steps", "free_rt", "boundary")
-DYNAMIC = ("n_tasks", "sigma", "rho", "encoder")
 
 
 # ---------------------------------------------------------------------------
@@ -73,12 +71,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     Checks the experiment's own rules here; the task's fields are checked by
     ``EvidenceTask`` and ``EvidenceTask.check_instance`` for every grid combination,
-    with the error renamed to the config field that set the value.
+    with the error renamed to the config field that set the value. A packed run
+    (``config.parts``) checks every part's grid.
     """
 
     def need(cond, field, msg):
         if not cond:
             raise ValueError(f"config.{field}: {msg}")
+
+    parts = tuple(config.parts)
+    if parts:
+        known = tuple(config_lib.PANEL_RUNS)
+        for part in parts:
+            need(part in known, "parts", f"unknown part {part!r}; choose from {known}")
+        need(len(set(parts)) == len(parts), "parts", f"must not repeat a part, got {parts!r}")
+        base = config_lib.get_config("fig1")
+        need(config.grid.to_dict() == base.grid.to_dict(), "grid",
+             "is not used by a packed run (config.parts is set): leave it at its default "
+             "and choose the networks with config.parts")
+        need(tuple(config.seeds) == tuple(base.seeds), "seeds",
+             "is not used by a packed run (config.parts is set): the seeds of each part are "
+             "its run's")
+        if config.pack:
+            from experiments.disentangle.grid import program_names
+
+            names = program_names(config)
+            need(config.pack in names, "pack",
+                 f"{config.pack!r} is not a program of these parts; choose from {names}")
+        for part in parts:
+            validate(config_lib.part_config(config, part))
+        return
+    need(not config.pack, "pack", "needs config.parts (the runs whose program it names)")
 
     g = config.grid
     need(config.figure in FIGURES, "figure", f"must be one of {FIGURES}, got {config.figure!r}")
@@ -139,53 +162,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Networks and groups.
+# Networks and programs (experiments/disentangle/grid.py).
 # ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Member:
-    core: str
-    dim: int
-    stim_steps: int
-    free_rt: bool
-    boundary: str
-    n_tasks: int
-    sigma: float
-    rho: float
-    encoder: str
-    seed: int
-
-    @property
-    def static(self):
-        return tuple(getattr(self, k) for k in STATIC)
-
-    def row(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def members_of(config) -> list[Member]:
-    g = config.grid
-    out = []
-    for core, dim, t, free, bnd, n, s, r, enc in itertools.product(
-            g.cores, g.dims, g.stim_steps, g.free_rt, g.boundaries, g.n_tasks, g.sigmas,
-            g.rhos, g.encoders):
-        for seed in config.seeds:
-            out.append(Member(core, int(dim), int(t), bool(free), bnd, int(n), float(s),
-                              float(r), enc, int(config.seed + seed)))
-    return out
-
-
-def group_name(static) -> str:
-    core, dim, t, free, bnd = static
-    return f"{core}_D{dim}_T{t}_{'free' if free else 'fixed'}_{bnd}"
-
-
-def groups_of(members: list[Member]) -> dict[str, list[Member]]:
-    groups: dict[str, list[Member]] = {}
-    for m in members:
-        groups.setdefault(group_name(m.static), []).append(m)
-    return groups
-
-
 def task_from(config, *, dim, stim_steps, free_rt, boundary, max_tasks, encoders):
     """The static task of a group (``config.task`` holds the encoder and the bound)."""
     return EvidenceTask(dim=dim, stim_steps=stim_steps, max_tasks=max_tasks,
@@ -204,12 +182,13 @@ def network_from(config, core: str, *, input_size: int, out_features: int) -> Ne
                                 ("mlp", mc.transformer_mlp), ("dropout", mc.transformer_dropout)))
 
 
-def build(config, members: list[Member]):
-    """Task, network and stacked task instances of one group."""
+def build(config, program: Program):
+    """Task, network and stacked task instances of one program."""
+    members = program.members
     m0 = members[0]
     task = task_from(config, dim=m0.dim, stim_steps=m0.stim_steps, free_rt=m0.free_rt,
-                     boundary=m0.boundary, max_tasks=max(m.n_tasks for m in members),
-                     encoders=tuple(sorted({m.encoder for m in members})))
+                     boundary=m0.boundary, max_tasks=program.readout,
+                     encoders=program.encoders)
     net = network_from(config, m0.core, input_size=task.input_size,
                        out_features=task.max_tasks)
     # The encoder (and D > 2 normals) of a network depend only on its seed and
@@ -242,8 +221,9 @@ def make_loss_fn(task: EvidenceTask, net: Network, batch_size: int):
     return loss_fn
 
 
-def train_group(config, name, members, wd):
-    task, net, insts = build(config, members)
+def train_group(config, program: Program, wd):
+    name, members = program.name, program.members
+    task, net, insts = build(config, program)
     steps = config.train.transformer_steps if members[0].core == "transformer" else \
         config.train.steps
     fit = training.fit(
@@ -357,24 +337,33 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, Any]:
     t_start = time.time()
-    members = members_of(config)
-    groups = groups_of(members)
-    logging.info("%d networks in %d group(s): %s", len(members), len(groups),
-                 {k: len(v) for k, v in groups.items()})
+    programs = programs_of(config)
+    packed = bool(config.parts)
+    logging.info("%d networks (%d rows) in %d program(s): %s",
+                 sum(len(p.members) for p in programs.values()),
+                 sum(len(p.entries) for p in programs.values()), len(programs),
+                 {k: len(p.members) for k, p in programs.items()})
     rows, timing, attractor = [], {}, None
-    for name, group in groups.items():
+    for name, program in programs.items():
+        group = program.members
         t0 = time.time()
-        task, net, insts, fit = train_group(config, name, group, wd)
+        task, net, insts, fit = train_group(config, program, wd)
         params = fit.state.params  # single-device arrays (training.fit gathers them)
         t_train = time.time() - t0
+        position = {m: i for i, m in enumerate(group)}
+        at = np.asarray([position[e.member] for e in program.entries])
         cached = wd.read_results(name=f"eval_{name}.json")
         if cached is not None:
             ev = {k: np.asarray(v) for k, v in cached.items()}
         else:
             apply_fn = lambda p, x: net.apply(p, x)
-            ev = evaluation.evaluate_group(task, apply_fn, params, insts,
-                                           np.asarray([m.n_tasks for m in group]), config.eval,
-                                           free_rt=group[0].free_rt)
+            take = ((lambda tree: tree) if np.array_equal(at, np.arange(len(group))) else
+                    (lambda tree: jax.tree_util.tree_map(lambda a: np.asarray(a)[at], tree)))
+            ev = evaluation.evaluate_group(
+                task, apply_fn, take(params), take(insts),
+                np.asarray([e.member.n_tasks for e in program.entries]), config.eval,
+                free_rt=group[0].free_rt,
+                key_index=[(e.index, e.of) for e in program.entries])
             wd.write_results({k: np.asarray(v).tolist() for k, v in ev.items()},
                              name=f"eval_{name}.json")
         t_eval = time.time() - t0 - t_train
@@ -383,18 +372,25 @@ def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, An
         loss = np.asarray(fit.history["loss"])  # [rows, M]
         tail = max(1, len(loss) // 10)
         weights = np.asarray(insts.weights)
-        for i, m in enumerate(group):
+        for r, e in enumerate(program.entries):
+            m, i = e.member, at[r]
             bayes = bayes_accuracy(task, weights[i], m) if config.eval.bayes else float("nan")
-            rows.append({**m.row(), "group": name, "ood_r2": ev["ood_r2"][i].tolist(),
-                         "id_r2": ev["id_r2"][i].tolist(), "angles": ev["angles"][i].tolist(),
-                         "accuracy": float(ev["accuracy"][i]), "bayes_accuracy": bayes,
+            row = {**m.row(), "group": name}
+            if packed:
+                row["part"] = e.part
+            rows.append({**row, "ood_r2": ev["ood_r2"][r].tolist(),
+                         "id_r2": ev["id_r2"][r].tolist(), "angles": ev["angles"][r].tolist(),
+                         "accuracy": float(ev["accuracy"][r]), "bayes_accuracy": bayes,
                          "r2_ceiling": ceiling(m), "final_loss": float(loss[-tail:, i].mean())})
-        if config.figure == "fig4" and attractor is None and net.is_rnn:
-            attractor = attractor_analysis(config, task, net, insts, params, group)
+        if config.figure == "fig4" and not packed and attractor is None and net.is_rnn:
+            attractor = attractor_analysis(config, task, net, insts, params, list(group))
         logging.info("[%s] train %.0fs, eval %.0fs", name, t_train, t_eval)
 
-    table = summarise(rows)
-    results = {"experiment": "disentangle", "figure": config.figure, "rows": rows,
+    # A packed run's table: each network once (a network two parts share has two rows).
+    unique = {tuple(r[k] for k in STATIC + DYNAMIC + ("seed",)): r for r in reversed(rows)}
+    table = summarise(list(unique.values()) if packed else rows)
+    results = {"experiment": "disentangle", "figure": "panels" if packed else config.figure,
+               "rows": rows,
                "table": table, "timing": timing, "wall_time_s": time.time() - t_start,
                "devices": jax.device_count()}
     if attractor is not None:
@@ -402,8 +398,8 @@ def _run_claimed(config: ml_collections.ConfigDict, wd: Workdir) -> dict[str, An
     from experiments.disentangle import figures
 
     report = write_tables(wd, table)
-    wd.finish(results, f"# {config.figure}\n\n{report}",
-              figures.draw if config.figures else None)
+    wd.finish(results, f"# {results['figure']}\n\n{report}",
+              figures.draw if config.figures and not packed else None)
     logging.info("results in %s (wall %.0fs)", wd.path, results["wall_time_s"])
     return results
 

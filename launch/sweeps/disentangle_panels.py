@@ -13,7 +13,8 @@ over every core. About 8 hours on a 2-core CPU host in all: the seed-0,1 runs 2.
 their seed-2,3,4 twins 3.5 hours, the five-seed N = 3, 12 add-ons 1.5 hours,
 ``fig6_n69`` 50 minutes, ``fig1`` 20 minutes.
 
-How the five seeds are made (``RUNS``): a run on seeds 0, 1 (where a figure's N axis is
+How the five seeds are made (``RUNS``, defined in ``experiments/disentangle/config.py``
+with the variants they override): a run on seeds 0, 1 (where a figure's N axis is
 long, on a subset of N) has a twin ``<run>_s234`` on seeds 2, 3, 4; the add-on runs
 (``*_n312``, ``fig6_n69``: the remaining N points) train all five seeds at once; the
 conditions Fig. 1 already trained (ReLU RNN, sigma 0.2, rho 0, fixed RT, ReLU encoder)
@@ -30,68 +31,24 @@ that has not finished is left out of its panels.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
+from experiments.disentangle import config as config_lib
 from launch.report import Panel, Part
 from launch.sweep import Run, Sweep
 
 CONFIG = "experiments/disentangle/config.py"
 ROOT = "workdirs/disentangle"
-FIRST_SEEDS = (0, 1)
-TWIN_SEEDS = (2, 3, 4)
-ALL_SEEDS = FIRST_SEEDS + TWIN_SEEDS
-TWIN_SUFFIX = "_s" + "".join(str(s) for s in TWIN_SEEDS)
+FIRST_SEEDS = config_lib.FIRST_SEEDS
+TWIN_SEEDS = config_lib.TWIN_SEEDS
+ALL_SEEDS = config_lib.ALL_SEEDS
 
 
-@dataclasses.dataclass(frozen=True)
-class FigureRun:
-    """One training run: a config variant, overrides and the seeds it trains."""
-
-    name: str
-    variant: str
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    seeds: Sequence[int] = FIRST_SEEDS
-    optional: bool = False  # an add-on: panels are drawn without it until it finishes
-
-    @property
-    def twinned(self) -> bool:
-        return tuple(self.seeds) == FIRST_SEEDS
-
-
-RUNS = (
-    # Figure 1 at paper scale (5 seeds): the shared reference networks.
-    FigureRun("fig1", "fig1", seeds=ALL_SEEDS),
-    FigureRun("fig2_noleak", "fig2", {"grid.cores": ("noleak",)}),
-    FigureRun("fig2_lstm_gru", "fig2", {"grid.cores": ("lstm", "gru"),
-                                        "grid.n_tasks": (2, 6, 24)}),
-    FigureRun("fig2_transformer", "fig2", {"grid.cores": ("transformer",),
-                                           "grid.n_tasks": (2, 6, 24)}),
-    FigureRun("fig5", "fig5"),
-    FigureRun("fig6", "fig6", {"grid.n_tasks": (3, 12)}),
-    FigureRun("fig8_corr", "fig8_corr", {"grid.rhos": (0.3, 0.6, 0.9)}),
-    FigureRun("fig8_curved", "fig8_curved"),
-    FigureRun("fig8_encoder", "fig8_encoder", {"grid.encoders": ("quadratic",),
-                                               "grid.n_tasks": (2, 6, 24)}),
-    FigureRun("fig8_rt", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (2, 6, 24)}),
-    FigureRun("fig7_n2_24", "fig7", {"grid.n_tasks": (2, 24)}),
-    FigureRun("fig7_n6", "fig7", {"grid.n_tasks": (6,)}),
-    # The remaining N of Fig. 2 for the gated nets and the transformer, five seeds at once ...
-    FigureRun("fig2_transformer_n312", "fig2", {"grid.cores": ("transformer",),
-                                                "grid.n_tasks": (3, 12)},
-              seeds=ALL_SEEDS, optional=True),
-    FigureRun("fig2_lstm_gru_n312", "fig2", {"grid.cores": ("lstm", "gru"),
-                                             "grid.n_tasks": (3, 12)},
-              seeds=ALL_SEEDS, optional=True),
-    # ... and of the Fig. 8 encoder and free-RT panels.
-    FigureRun("fig8_encoder_n312", "fig8_encoder", {"grid.encoders": ("quadratic",),
-                                                    "grid.n_tasks": (3, 12)},
-              seeds=ALL_SEEDS, optional=True),
-    FigureRun("fig8_rt_n312", "fig8_rt", {"grid.free_rt": (True,), "grid.n_tasks": (3, 12)},
-              seeds=ALL_SEEDS, optional=True),
-    # Fig. 6 at N = 6, 9 (with fig6's 3, 12: the set {3, 6, 9, 12}), every D, five seeds.
-    FigureRun("fig6_n69", "fig6", {"grid.n_tasks": (6, 9)}, seeds=ALL_SEEDS, optional=True),
-)
+# The runs and their seed twins are defined with the configs they override.
+FigureRun = config_lib.FigureRun
+RUNS = config_lib.RUNS
+twin = config_lib.twin
+all_runs = config_lib.panel_runs
 BY_NAME = {r.name: r for r in RUNS}
 
 # panel (= figure kind of experiments.disentangle.figures) -> [(run, row filter), ...]
@@ -108,16 +65,6 @@ PANELS = {
     "fig8_rt": [("fig1", {}), ("fig8_rt", {}), ("fig8_rt_n312", {})],
     "fig8_curved": [("fig8_curved", {})],
 }
-
-
-def twin(run: FigureRun) -> FigureRun:
-    """The same run on the seeds 2, 3, 4."""
-    return dataclasses.replace(run, name=run.name + TWIN_SUFFIX, seeds=TWIN_SEEDS)
-
-
-def all_runs() -> list[FigureRun]:
-    """``RUNS`` and the seed-2,3,4 twin of every run on seeds 0, 1."""
-    return list(RUNS) + [twin(r) for r in RUNS if r.twinned]
 
 
 def job(run: FigureRun) -> Run:
