@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Compiled XLA programs are cached on disk between runs (tests, demo, sweeps).
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: demo test bench docs clean-venv
+.PHONY: demo test bench bench-sweep docs clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.inference
 	$(PY) -m benchmarks.disentangle_train
 	$(PY) -m benchmarks.chunk_size
+
+# Machine time of every disentangling panel's networks, per-figure runs against packed
+# programs, at a reduced step budget (about 62 min on 2 cores); writes
+# docs/benchmarks/sweep_packing.md.
+bench-sweep: $(STAMP)
+	$(PY) -m benchmarks.sweep_packing
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,7 +6,7 @@ Run from the repository root::
     python -m benchmarks.sweep_packing --only=fig5  # one panel's jobs; prints only
 
 Both sweeps train the same 405 network rows behind Figs. 2, 3 and 5-8 of Vafidis et al.
-(2025): ``launch/sweeps/disentangle_panels.py`` as 30 runs (a figure's networks in one
+(2025): ``launch/sweeps/disentangle_panels.py`` as 28 runs (a figure's networks in one
 workdir, each static setting one program: 49 programs) and
 ``launch/sweeps/disentangle_packed.py`` as one job per program (27 programs, 390
 networks: twins merged, shared networks trained once). Each sweep runs here exactly as

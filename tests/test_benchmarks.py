@@ -166,3 +166,29 @@ def test_matmul_flops_counts_dots_and_scan_lengths():
     assert common.matmul_flops(lambda x: x @ w, a) == 2 * 8 * 4 * 4
     loop = lambda x: jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=5)[0]  # noqa: E731
     assert common.matmul_flops(jax.jit(jax.vmap(loop)), jnp.ones((3, 8, 4))) == 3 * 5 * 2 * 8 * 4 * 4
+
+
+def test_sweep_packing_cuts_steps_and_compares_rows():
+    from benchmarks import sweep_packing
+    from launch.sweep import load_sweep
+
+    spec = os.path.join(ROOT, "launch", "sweeps", "disentangle_packed.py") + ":fig5"
+    packed = sweep_packing.reduced(load_sweep(spec), 50)
+    assert len(packed.jobs) == 4
+    for job in packed.jobs:
+        assert job.overrides["train.steps"] == job.overrides["train.transformer_steps"] == 50
+        assert job.overrides["pack"] == job.name
+    assert sweep_packing.full_steps("transformer_D2_T20_fixed_linear_R24_relu") == 20_000
+    assert sweep_packing.full_steps("rnn_D2_T5_free_linear") == 100_000
+
+    def row(seed, ood, part=None):
+        r = dict(core="rnn", dim=2, stim_steps=20, free_rt=False, boundary="linear",
+                 n_tasks=2, sigma=0.2, rho=0.0, encoder="relu", seed=seed, ood_r2=ood,
+                 id_r2=[0.9], angles=[90.0], accuracy=0.9, final_loss=0.7)
+        return r if part is None else {**r, "part": part}
+
+    figure = {sweep_packing.row_key(row(s, [0.5]), "fig1"): row(s, [0.5]) for s in (0, 1, 2)}
+    rows = [row(0, [0.5], "fig1"), row(1, [0.75], "fig1"), row(5, [0.5], "fig1")]
+    packed_rows = {sweep_packing.row_key(r, "prog"): r for r in rows}
+    # seed 0 equal, seed 1 differs by 0.25, seed 5 has no per-figure row
+    assert sweep_packing.compare_rows(packed_rows, figure) == (2, 1, 0.25)

@@ -9,9 +9,11 @@ Each run is ``python -m experiments.disentangle.main`` with a figure's config va
 (``experiments/disentangle/config.py:<variant>``) in ``workdirs/disentangle/<run>``, at
 the full step budget (1e5 Adam steps, 2e4 for the transformer) and the full evaluation
 protocol. The runs go one at a time (``parallel=1``): each trains its networks vmapped
-over every core. About 8 hours on a 2-core CPU host in all: the seed-0,1 runs 2.3 hours,
-their seed-2,3,4 twins 3.5 hours, the five-seed N = 3, 12 add-ons 1.5 hours,
-``fig6_n69`` 50 minutes, ``fig1`` 20 minutes.
+over every core. About 3 hours on a 2-core CPU host in all (projected from a run at
+2,000 steps per program, ``docs/benchmarks/sweep_packing.md``): the seed-0,1 runs 48
+minutes, their seed-2,3,4 twins 85 minutes, the five-seed N = 3, 12 add-ons 30 minutes,
+``fig6_n69`` 15 minutes, ``fig1`` 7 minutes. ``launch/sweeps/disentangle_packed.py``
+trains the same networks as one job per compiled program.
 
 How the five seeds are made (``RUNS``, defined in ``experiments/disentangle/config.py``
 with the variants they override): a run on seeds 0, 1 (where a figure's N axis is
