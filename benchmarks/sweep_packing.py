@@ -40,13 +40,20 @@ from absl import app, flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_STEPS = flags.DEFINE_integer("steps", 2000, "Training steps of every program (>= 2 chunks of "
-                              "train.chunk_size, so the rate after compilation is measured).")
-_ONLY = flags.DEFINE_string("only", "", "One panel's jobs only (e.g. fig5); prints only.")
-_ROOT = flags.DEFINE_string("root", "", "Where the workdirs go (default: a temporary "
-                            "directory, removed at the end).")
-_OUT = flags.DEFINE_string("out", None, "Markdown page; default docs/benchmarks/sweep_packing.md "
-                           "for a run of every job, none with --only; '' disables.")
+
+
+def define_flags() -> None:
+    """The command's flags (defined only when run as a command, so tests and other
+    benchmarks can import this module)."""
+    flags.DEFINE_integer("steps", 2000, "Training steps of every program (more than "
+                         "train.chunk_size, so the rate after compilation is measured).")
+    flags.DEFINE_string("only", "", "One panel's jobs only (e.g. fig5); prints only.")
+    flags.DEFINE_string("root", "", "Where the workdirs go (default: a temporary directory, "
+                        "removed at the end).")
+    flags.DEFINE_string("out", None, "Markdown page; default docs/benchmarks/sweep_packing.md "
+                        "for a run of every job, none with --only; '' disables.")
+
+
 DEFAULT_OUT = os.path.join("docs", "benchmarks", "sweep_packing.md")
 SWEEPS = {"per-figure runs": "launch/sweeps/disentangle_panels.py",
           "packed programs": "launch/sweeps/disentangle_packed.py"}
@@ -203,32 +210,46 @@ def main(argv: Sequence[str]) -> int:
     from benchmarks import common
     from launch.sweep import load_sweep
 
-    only = _ONLY.value
-    root = _ROOT.value or tempfile.mkdtemp(prefix="sweep_packing_")
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    only, steps = FLAGS.only, FLAGS.steps
+    from experiments.disentangle import config as config_lib
+
+    chunk = config_lib.get_config("fig1").train.chunk_size
+    if steps <= chunk:
+        sys.stderr.write(f"--steps: must be more than train.chunk_size ({chunk}: the rate is "
+                         f"measured from the second chunk on), got {steps}\n")
+        return 2
+    for spec in SWEEPS.values():
+        try:
+            load_sweep(f"{spec}:{only}" if only else spec)  # a bad --only fails here
+        except ValueError as e:
+            sys.stderr.write(f"--only: {e}\n")
+            return 2
+    root = FLAGS.root or tempfile.mkdtemp(prefix="sweep_packing_")
     info = common.machine_info()
     t0 = time.perf_counter()
     results = []
     try:
         for i, (label, spec) in enumerate(SWEEPS.items()):
             spec = f"{spec}:{only}" if only else spec
-            load_sweep(spec)  # a bad --only fails before anything runs
-            results.append(run_one(label, spec, os.path.join(root, f"sweep{i}"), _STEPS.value))
+            results.append(run_one(label, spec, os.path.join(root, f"sweep{i}"), steps))
     finally:
-        if not _ROOT.value:
+        if not FLAGS.root:
             shutil.rmtree(root, ignore_errors=True)
     cmp = compare_rows(results[1]["rows"], results[0]["rows"])
     base, packed = results
     print(f"packed / per-figure: wall {packed['wall_s'] / base['wall_s']:.2f}, "
           f"CPU {packed['cpu_s'] / base['cpu_s']:.2f}; rows compared {cmp[0]}, equal {cmp[1]}, "
           f"largest difference {cmp[2]:.3g}; {time.perf_counter() - t0:.0f} s in all")
-    out = _OUT.value if _OUT.value is not None else ("" if only else DEFAULT_OUT)
+    out = FLAGS.out if FLAGS.out is not None else ("" if only else DEFAULT_OUT)
     if out:
         command = "python -m benchmarks.sweep_packing" + (
-            f" --steps={_STEPS.value}" if _STEPS.value != _STEPS.default else "")
-        common.write_page(out, page(results, cmp, _STEPS.value, info, command))
+            f" --steps={steps}" if steps != FLAGS["steps"].default else "")
+        common.write_page(out, page(results, cmp, steps, info, command))
         print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
