@@ -139,8 +139,8 @@ def evaluate_group(task: EvidenceTask, apply_fn: Callable, params, insts: TaskIn
     else:
         if len(key_index) != m:
             raise ValueError(f"key_index has {len(key_index)} entries for {m} networks")
-        keys = np.stack([np.asarray(jax.random.split(key, of)[index])
-                         for index, of in key_index])
+        splits = {of: np.asarray(jax.random.split(key, of)) for of in {of for _, of in key_index}}
+        keys = np.stack([splits[of][index] for index, of in key_index])
     args = (params, insts, keys, steps)
     if (jax.default_backend() != "cpu") if vmap is None else vmap:
         run = jax.jit(jax.vmap(lambda p, i, k, s: per_network((p, i, k, s))))

@@ -46,17 +46,6 @@ def programs() -> dict[str, tuple[str, ...]]:
             for name, program in grid.programs_of(config).items()}
 
 
-def panel_runs(panel: str) -> list[tuple[str, dict]]:
-    """The runs (parts) behind `panel`, twins included, with their row filters."""
-    out = []
-    for name, where in panels_sweep.PANELS[panel]:
-        run = config_lib.PANEL_RUNS[name]
-        out.append((name, where))
-        if run.twinned:
-            out.append((config_lib.twin(run).name, where))
-    return out
-
-
 def get_sweep(arg: str = "") -> Sweep:
     """One job per program (``arg`` empty), or the jobs of one panel's programs."""
     progs = programs()
@@ -64,7 +53,7 @@ def get_sweep(arg: str = "") -> Sweep:
         if arg not in panels_sweep.PANELS:
             raise ValueError(f"unknown panel {arg!r}; choose from {sorted(panels_sweep.PANELS)} "
                              "or give no argument for every job")
-        wanted = {name for name, _ in panel_runs(arg)}
+        wanted = {p.run for p in panels_sweep.panel_parts(arg)}
         progs = {k: v for k, v in progs.items() if wanted & set(v)}
     jobs = [Run(name, {"parts": parts, "pack": name}, config=f"{CONFIG}:{VARIANT}")
             for name, parts in progs.items()]
@@ -74,13 +63,12 @@ def get_sweep(arg: str = "") -> Sweep:
 
 
 def panel_parts(panel: str) -> list[Part]:
-    """The rows of `panel`: each of its runs' rows, from the programs that hold them."""
+    """The rows of `panel`: the rows of each of its runs (the per-figure sweep's parts),
+    from the programs that hold them."""
     progs = programs()
-    out = []
-    for run, where in panel_runs(panel):
-        out += [Part(program, {**where, "part": (run,)})
-                for program, parts in progs.items() if run in parts]
-    return out
+    return [Part(program, {**part.where, "part": (part.run,)})
+            for part in panels_sweep.panel_parts(panel)
+            for program, parts in progs.items() if part.run in parts]
 
 
 def get_panels() -> list[Panel]:
