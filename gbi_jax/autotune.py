@@ -113,6 +113,13 @@ def _write_cache(path: Optional[str], key: str, value: Any) -> None:
         logging.warning("autotune: could not write %s (%s)", path, e)
 
 
+def _contenders(times: list[list[float]], margin: float) -> list[int]:
+    """Indices whose median time is within ``margin`` (relative) of the fastest median."""
+    medians = [statistics.median(t) for t in times]
+    best = min(medians)
+    return [i for i, m in enumerate(medians) if m <= best * (1.0 + margin)]
+
+
 def _agree(index: int) -> int:
     """Process 0's ``index`` on every process (itself in a single-process program)."""
     if jax.process_count() == 1:
@@ -143,7 +150,8 @@ def remember(key: str, value: Any) -> None:
 
 
 def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callable[[], Any]], *,
-         rounds: int = 3, use_cache: bool = True, warm_up: bool = True) -> Choice:
+         rounds: int = 3, final_rounds: Optional[int] = None, margin: float = 0.05,
+         use_cache: bool = True, warm_up: bool = True) -> Choice:
     """The fastest of ``candidates`` for the work ``make_call(candidate)()`` does.
 
     Args:
@@ -156,7 +164,13 @@ def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callabl
         block until it is done (``jax.block_until_ready``). It is called once to compile
         and warm up (unless ``warm_up=False``: ``make_call`` has done that), then
         ``rounds`` times, round-robin with the other candidates.
-      rounds: timed calls per candidate (the median is used).
+      rounds: timed calls of every candidate, round-robin (the median is used).
+      final_rounds: after those, the *contenders* (candidates whose median is within
+        ``margin`` of the fastest median) get further round-robin calls until each has
+        ``final_rounds`` (default: ``rounds``, no further calls); a candidate that falls
+        behind by more than ``margin`` stops being timed. The timing goes where the
+        choice is close, so near-equal candidates are told apart at little cost.
+      margin: relative speed gap (0.05 = 5 %) that puts a candidate out of contention.
       use_cache: read and write the per-machine cache.
 
     Returns:
@@ -181,13 +195,24 @@ def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callabl
     for fn in fns if warm_up else ():  # compile and warm up
         fn()
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(max(1, int(rounds))):
-        for i, fn in enumerate(fns):
+
+    def timed_round(indices):
+        for i in indices:
             t = time.perf_counter()
-            fn()
+            fns[i]()
             times[i].append(time.perf_counter() - t)
+
+    rounds = max(1, int(rounds))
+    for _ in range(rounds):
+        timed_round(range(len(fns)))
+    contenders = list(range(len(fns)))
+    for _ in range(max(rounds, int(final_rounds or rounds)) - rounds):
+        contenders = _contenders(times, margin)
+        if len(contenders) == 1:
+            break
+        timed_round(contenders)
     medians = [statistics.median(t) for t in times]
-    best = _agree(min(range(len(fns)), key=lambda i: medians[i]))
+    best = _agree(min(_contenders(times, margin), key=lambda i: medians[i]))
     _write_cache(path, full_key, candidates[best])
     return Choice(candidates[best], "measured",
                   {repr(c): m for c, m in zip(candidates, medians)}, time.perf_counter() - t0)

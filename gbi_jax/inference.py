@@ -452,8 +452,8 @@ def _probe_chunk_size(fn, one, m_max: int, label: str, shared: bool):
             return unit
 
         candidates = [None] + [c for c in PROBE_CHUNKS if c < m]
-        choice = autotune.pick("", candidates, make_call, rounds=3, use_cache=False,
-                               warm_up=False)
+        choice = autotune.pick("", candidates, make_call, rounds=3, final_rounds=7,
+                               use_cache=False, warm_up=False)
     except Exception as e:  # noqa: BLE001 - the probe only changes speed: use the rule
         logging.warning("%s: probe failed (%s: %s); using %d", label, type(e).__name__, e,
                         CPU_CHUNK_SIZE)
@@ -493,7 +493,8 @@ def tune_chunk_size(make_call: Callable[[Optional[int]], Callable[[], Any]], bat
     if jax.default_backend() != "cpu":
         return autotune.Choice(None, "default for accelerators")
     cands = chunk_size_candidates(batch_size) if candidates is None else candidates
-    return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call)
+    return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call, rounds=3,
+                         final_rounds=7)
 
 
 def _chunked(vfn, z: Array, batch: PyTree, n: int, c: int):

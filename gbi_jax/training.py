@@ -138,11 +138,17 @@ def resolve_member_block(member_block: Optional[int | str]) -> Optional[int | st
     return AUTO if jax.default_backend() == "cpu" else None
 
 
+SMALL_BLOCKS = (2, 3, 4, 6, 8)
+
+
 def member_block_candidates(n: int) -> list[Optional[int]]:
     """Block sizes :func:`tune_member_block` tries for ``n`` members per device: ``None``
-    (one vmap) and the sizes that split them into 2, 3 or 4 near-equal blocks."""
-    sizes = sorted({-(-n // k) for k in (2, 3, 4)} - {n}, reverse=True)
-    return [None] + [s for s in sizes if 1 <= s < n]
+    (one vmap), the sizes that split them into 2, 3 or 4 near-equal blocks, and the
+    small sizes of :data:`SMALL_BLOCKS` (where a block's activations fit a core's
+    cache; on the 2-core AMD host the 40-network programs of the disentangling sweep ran
+    fastest in blocks of 3), largest first."""
+    sizes = {-(-n // k) for k in (2, 3, 4)} | set(SMALL_BLOCKS)
+    return [None] + sorted((s for s in sizes if 1 <= s < n), reverse=True)
 
 
 def tune_member_block(loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainState,
@@ -155,11 +161,15 @@ def tune_member_block(loss_fn: LossFn, tx: optax.GradientTransformation, state: 
     Each candidate (:func:`member_block_candidates`) runs ``probe_steps`` steps of the
     real chunk program on the real (placed) state with the step limit at 0, so the
     state is left as it is while every step's work is done; candidates are timed
-    round-robin, 5 calls each after a warm-up. The choice is cached per machine and
-    program (the key holds a hash of one training step's jaxpr and the member count),
-    so only the first run of a program on a machine pays the probe: one compilation
-    per candidate plus 24 short calls (about 35 s for the 13 networks per core of the
-    disentangling Fig. 1 on a 2-core CPU, against about 11 minutes of training).
+    round-robin, 3 calls each after a warm-up, then those within 5 % of the fastest
+    up to 11 calls each (:func:`gbi_jax.autotune.pick`). The choice is cached per
+    machine and program (the key holds a hash of one training step's jaxpr and the
+    member count), so only the first run of a program on a machine pays the probe: one
+    compilation per candidate plus the short calls (about 50 s for the 13 networks per
+    core of the disentangling Fig. 1 on a 2-core CPU, against about 11 minutes of
+    training). On that host the blocked candidates land within about 5 % of each other
+    and their order changes from one probe to the next, so any blocked choice is as
+    good as the host's timing can tell; one vmap is 0.7-0.85x of them.
     """
     import hashlib
 
@@ -186,7 +196,8 @@ def tune_member_block(loss_fn: LossFn, tx: optax.GradientTransformation, state: 
 
         return run
 
-    return autotune.pick(key, member_block_candidates(n), make_call, rounds=5)
+    return autotune.pick(key, member_block_candidates(n), make_call, rounds=3,
+                         final_rounds=11)
 
 
 def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
@@ -203,6 +214,17 @@ def member_blocks(n: int, member_block: Optional[int]) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _block_groups(bounds: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """``(start, count, size)``: runs of consecutive blocks of equal size in ``bounds``."""
+    groups: list[list[int]] = []
+    for a, b in bounds:
+        if groups and groups[-1][2] == b - a:
+            groups[-1][1] += 1
+        else:
+            groups.append([a, 1, b - a])
+    return [tuple(g) for g in groups]
+
+
 def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size: int, *,
                   member_block: Optional[int] = None,
                   mesh: Optional[jax.sharding.Mesh] = None):
@@ -217,9 +239,10 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
 
     Cache blocking (``member_block``): the members of each device are split into
     blocks of at most ``member_block`` (:func:`member_blocks`), and the blocks run
-    their whole chunk one after the other (chained by ``optimization_barrier``, so
-    XLA cannot interleave them) instead of vmapping every step over all members at
-    once. A step's activations then scale with the block, not with all members, and
+    their whole chunk one after the other instead of vmapping every step over all
+    members at once: the blocks of one size as one ``lax.map`` (one copy of the step
+    in the program however many blocks), the two sizes chained by
+    ``optimization_barrier``, so XLA cannot interleave them. A step's activations then scale with the block, not with all members, and
     stay in the core's cache: on the 2-core host, 13 disentangling RNNs per core ran
     about 1.2x faster in blocks of 5/4/4 than as one vmap of 13, with bitwise-equal
     parameters (``python -m benchmarks.disentangle_train``). With ``mesh`` (a 1-D
@@ -251,14 +274,25 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     if member_block is None:
         return jax.jit(members, donate_argnums=(0,))
 
+    def run_group(part, count, size, limit, shared):
+        """``count`` blocks of ``size`` members, one after the other: the members of one
+        block size run as one ``lax.map`` over their blocks, so the program holds one
+        copy of the step per block size (at most two), however many blocks there are."""
+        if count == 1:
+            return members(*part, limit, shared)
+        split = jax.tree_util.tree_map(lambda x: x.reshape((count, size) + x.shape[1:]), part)
+        out = jax.lax.map(lambda p: members(*p, limit, shared), split)
+        return jax.tree_util.tree_map(lambda x: x.reshape((count * size,) + x.shape[2:]), out)
+
     def blocked(states, data, keys, limit, shared=None):
         n = keys.shape[0]
         outs, prev = [], None
-        for a, b in member_blocks(n, member_block):
+        for a, count, size in _block_groups(member_blocks(n, member_block)):
+            b = a + count * size
             part = jax.tree_util.tree_map(lambda x: x[a:b], (states, data, keys))
-            if prev is not None:  # block k starts after block k - 1 has finished
+            if prev is not None:  # group k starts after group k - 1 has finished
                 part, prev = jax.lax.optimization_barrier((part, prev))
-            prev = members(*part, limit, shared)
+            prev = run_group(part, count, size, limit, shared)
             outs.append(prev)
         return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
 

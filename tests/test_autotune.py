@@ -58,8 +58,27 @@ def test_damaged_or_disabled_cache_is_not_fatal(cache, monkeypatch):
         autotune.pick("k", [], _sleeper([]))
 
 
+def test_racing_times_only_the_contenders_further():
+    """After the common rounds, only candidates within ``margin`` of the fastest get the
+    further calls; a far slower one is left out and the fastest is still chosen."""
+    calls = []
+    choice = autotune.pick("race", [20, 10, 11], _sleeper(calls), rounds=2, final_rounds=6,
+                           margin=0.3, use_cache=False)
+    assert choice.value == 10
+    counts = {c: calls.count(c) for c in (20, 10, 11)}
+    assert counts == {20: 1 + 2, 10: 1 + 6, 11: 1 + 6}  # warm-up + timed calls
+    assert set(choice.seconds) == {"20", "10", "11"}
+    # one clear winner ends the race after the common rounds
+    calls.clear()
+    autotune.pick("race", [20, 1], _sleeper(calls), rounds=2, final_rounds=9, margin=0.05,
+                  use_cache=False)
+    assert calls.count(1) == 3 and calls.count(20) == 3
+
+
 def test_member_block_candidates():
-    assert training.member_block_candidates(13) == [None, 7, 5, 4]
+    assert training.member_block_candidates(13) == [None, 8, 7, 6, 5, 4, 3, 2]
+    assert training.member_block_candidates(40) == [None, 20, 14, 10, 8, 6, 4, 3, 2]
+    assert training.member_block_candidates(4) == [None, 3, 2, 1]
     assert training.member_block_candidates(2) == [None, 1]
     assert training.member_block_candidates(1) == [None]
     assert training.resolve_member_block(4) == 4

@@ -74,6 +74,30 @@ def test_member_blocks_split_evenly_and_reject_bad_sizes():
             training.member_blocks(6, bad)
 
 
+def test_block_groups_are_runs_of_equal_blocks():
+    assert training._block_groups(training.member_blocks(13, 5)) == [(0, 1, 5), (5, 2, 4)]
+    assert training._block_groups(training.member_blocks(12, 4)) == [(0, 3, 4)]
+    assert training._block_groups(training.member_blocks(7, 2)) == [(0, 3, 2), (6, 1, 1)]
+    assert training._block_groups([(0, 3)]) == [(0, 1, 3)]
+
+
+def test_blocks_of_one_size_compile_to_one_copy_of_the_step():
+    """Eight blocks of 2 hold the step once (a lax.map over the blocks), not eight times."""
+    def loss(params, data, key, step):
+        return jnp.mean(jnp.tanh(jax.random.normal(key, (4, 3)) @ params["w"])), {}
+
+    tx = optax.sgd(0.1)
+    init = jax.vmap(lambda k: training.init_state(init_fn(k, None), tx))
+    keys = training.member_keys(range(16))
+    data = jnp.zeros((16, 1))
+    sizes = {}
+    for block in (None, 2, 16 // 3 + 1):  # one vmap; 8 x 2; 6/5/5 (two sizes)
+        fn = training.make_chunk_fn(loss, tx, 3, member_block=block)
+        hlo = fn.lower(init(keys), data, keys, jnp.asarray(3, jnp.int32)).as_text()
+        sizes[block] = hlo.count("tanh")
+    assert sizes[2] == sizes[None] and sizes[6] == 2 * sizes[None]
+
+
 def test_member_blocking_does_not_change_results():
     """Blocks run one after the other, each vmapped: same updates as one vmap."""
     plain = _fit(num_steps=60, chunk_size=25)
