@@ -287,9 +287,10 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     weights passed to an outer ``jit``) replaced by a stand-in argument of its shape and
     dtype, since the work does not depend on the values. Concrete closed-over values
     stay constants, and a latent shared by every example is a constant broadcast inside
-    the program, as the uniform starting point a caller makes inside its ``jit`` is (XLA
-    simplifies products with it; a shared latent passed as a ``jit`` argument is
-    therefore probed as if it were constant). ``m`` is the batch size (at
+    the program, with the uniform value of the max-entropy starting point a caller makes
+    inside its ``jit`` (XLA simplifies products with such a splat constant; a shared
+    latent passed as a ``jit`` argument is therefore probed as if it were that
+    constant). Stand-ins are placed on the device once, so no call copies them in. ``m`` is the batch size (at
     most :data:`PROBE_MAX_LATENTS`), so the probe sees the batch's own memory traffic;
     where one call on that many latents takes longer than :data:`PROBE_CALL_S` (e.g.
     many steps of iterative inference), ``m`` shrinks in proportion, to no fewer than
@@ -391,9 +392,15 @@ def _probe_chunk_size(fn, one, m_max: int, label: str, shared: bool):
         args = [concrete(c) for c, t in zip(closed.consts, traced) if t]
         data = jax.tree_util.tree_map(
             lambda s: _stand_in(jax.ShapeDtypeStruct((m,) + s.shape, s.dtype), rng), one)
-        z_shared = data[0][0]  # one latent for every example: a constant, like the
-        if shared:             # uniform starting point a caller makes inside its jit
+        # One latent for every example: a uniform constant, like the max-entropy starting
+        # point a caller makes inside its jit (XLA folds products with a splat).
+        z_shared = np.full_like(data[0][0], 1.0 / max(1, data[0][0].size))
+        if shared:
             data = (None, data[1])
+        # On the device once: a NumPy argument would be copied in on every timed call,
+        # a cost the real program (whose arguments are device arrays) does not pay.
+        with jax.ensure_compile_time_eval():
+            args, data = jax.device_put((args, data))
 
         def run(cs, zs, xs):
             it = iter(cs)
