@@ -247,6 +247,8 @@ PROBE_CHUNKS = (125, 250, 500, 1000)
 PROBE_MAX_LATENTS = 16384
 PROBE_MIN_LATENTS = 2000
 PROBE_CALL_S = 0.25
+# Part of the cache key: a probe that measures differently does not reuse older choices.
+PROBE_VERSION = 2
 
 _AUTO_CHOICES: dict = {}  # per process: workload key -> chosen chunk size
 
@@ -335,7 +337,8 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
                      str(closed.jaxpr))
     digest = hashlib.sha1(program.encode()).hexdigest()[:16]
     m_max = min(n, PROBE_MAX_LATENTS)
-    key = f"chunk_size|{digest}|latents={m_max}" + ("|shared_latent" if shared else "")
+    key = (f"chunk_size|probe={PROBE_VERSION}|{digest}|latents={m_max}"
+           + ("|shared_latent" if shared else ""))
     label = f"per_example chunk_size for {m_max}-latent batches"
     if key not in _AUTO_CHOICES:
         from gbi_jax import autotune

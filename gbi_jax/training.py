@@ -139,6 +139,8 @@ def resolve_member_block(member_block: Optional[int | str]) -> Optional[int | st
 
 
 SMALL_BLOCKS = (2, 3, 4, 6, 8)
+# Part of the probe's cache key: a probe with other candidates does not reuse older choices.
+MEMBER_BLOCK_PROBE_VERSION = 2
 
 
 def member_block_candidates(n: int) -> list[Optional[int]]:
@@ -182,7 +184,8 @@ def tune_member_block(loss_fn: LossFn, tx: optax.GradientTransformation, state: 
     d = one[1] if shared_data is None else (one[1], shared_data)
     program = str(jax.make_jaxpr(step_fn)(one[0], d, one[2]))
     digest = hashlib.sha1(program.encode()).hexdigest()[:16]
-    key = f"member_block|{name}|{digest}|members_per_device={n}|steps={probe_steps}"
+    key = (f"member_block|probe={MEMBER_BLOCK_PROBE_VERSION}|{name}|{digest}|"
+           f"members_per_device={n}|steps={probe_steps}")
     limit = jnp.asarray(0, jnp.int32)  # no step is applied: the state stays as it is
     holder = {"state": jax.tree_util.tree_map(jnp.copy, state)}
 
