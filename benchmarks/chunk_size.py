@@ -2,7 +2,7 @@ r"""``per_example(chunk_size="auto")`` against every fixed chunk size, on this m
 
 Run from the repository root (``make bench`` runs it too)::
 
-    python -m benchmarks.chunk_size          # about 5 min on 2 cores; docs/benchmarks/chunk_size.md
+    python -m benchmarks.chunk_size          # about 7 min on 2 cores; docs/benchmarks/chunk_size.md
     python -m benchmarks.chunk_size --quick  # N = 1,000 and 10,000 one-step only, prints only
 
 The work is that of ``benchmarks/inference.py``: the MLP decoder (10 -> 256 -> 256 ->
@@ -17,7 +17,8 @@ sizes ``--chunks`` (default 125, 250, 500, 1,000, 2,000: the probe's candidates 
 more). Every setting is timed in units of about 0.2 s, round-robin, median of
 ``--repeats``. The table gives the probe's choice, the first call's wall time
 (compilation and probe), ``auto``'s latents/s and its speed relative to the fastest
-fixed setting, and every setting's speed relative to that one. ``500 again`` is the
+fixed setting, the chosen size's own fixed-setting speed relative to it (the quality of
+the choice, free of the re-measurement), and every setting's speed relative to that one. ``500 again`` is the
 500-latent setting compiled a second time: the gap between it and ``500`` is how far
 apart two programs doing identical work land, the resolution of the comparison.
 """
@@ -39,7 +40,7 @@ _SIZES = flags.DEFINE_string("sizes", "1000,10000", "Comma-separated latent coun
 _CHUNKS = flags.DEFINE_string("chunks", "125,250,500,1000,2000",
                               "Fixed chunk sizes timed beside 'auto' and one vmap.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps of the iterative program.")
-_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per setting (median).")
+_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed calls per setting (median).")
 _QUICK, _OUT = flags.DEFINE_bool("quick", False, "One-step program only; prints only."), \
     flags.DEFINE_string("out", None, "Markdown page; default docs/benchmarks/chunk_size.md "
                         "for a full run, none for --quick; '' disables.")
@@ -141,13 +142,15 @@ def table(rows) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         settings += [k for k in r["rates"] if k not in settings and k != "auto"]
     header = ["program", "N", "auto chose", "first call (s)", "auto latents/s",
-              "auto / best fixed"] + [f"{k}" for k in settings]
+              "auto / best fixed", "chosen size / best fixed"] + [f"{k}" for k in settings]
     out = []
     for r in rows:
         fixed = {k: v for k, v in r["rates"].items() if k != "auto" and "again" not in k}
         best = max(fixed.values())
+        same = fixed.get(str(r["chosen"]))  # the chosen size's own fixed-setting column
         out.append([r["program"], f"{r['n']:,}", str(r["chosen"]), f"{r['first_s']:.1f}",
-                    f"{r['rates']['auto']:,.0f}", f"{r['rates']['auto'] / best:.3f}"]
+                    f"{r['rates']['auto']:,.0f}", f"{r['rates']['auto'] / best:.3f}",
+                    "-" if same is None else f"{same / best:.3f}"]
                    + [f"{r['rates'][k] / best:.2f}" if k in r["rates"] else "-"
                       for k in settings])
     return header, out
@@ -211,8 +214,10 @@ def page(header, body, info, command, elapsed) -> str:
         f"longer than {inference.PROBE_CALL_S} s. Here the cache starts empty, so *first "
         "call* includes the probe and the compilation. The work is the decoder of "
         "[inference.md](inference.md): one-step inference and 50 steps of iterative "
-        "inference. Columns after *auto / best fixed*: each fixed setting's speed relative "
-        "to the fastest fixed one (1.00 = fastest; `None` = one `vmap`).",
+        "inference. *chosen size / best fixed* is the chosen size's own column (the same "
+        "program as *auto*, timed as a fixed setting); the columns after it: each fixed "
+        "setting's speed relative to the fastest fixed one (1.00 = fastest; `None` = one "
+        "`vmap`).",
         "",
         common.markdown_table(header, body),
         "",
