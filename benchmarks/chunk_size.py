@@ -18,9 +18,10 @@ more). Every setting is timed in units of about 0.2 s, round-robin, median of
 ``--repeats``. The table gives the probe's choice, the first call's wall time
 (compilation and probe), ``auto``'s latents/s and its speed relative to the fastest
 fixed setting, the chosen size's own fixed-setting speed relative to it (the quality of
-the choice, free of the re-measurement), and every setting's speed relative to that one. ``500 again`` is the
-500-latent setting compiled a second time: the gap between it and ``500`` is how far
-apart two programs doing identical work land, the resolution of the comparison.
+the choice, free of the re-measurement), and every setting's speed relative to that
+one. ``500 again`` is the 500-latent setting compiled a second time: the gap between
+it and ``500`` is how far apart two programs doing identical work land, the
+resolution of the comparison.
 """
 
 from __future__ import annotations

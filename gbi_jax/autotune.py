@@ -205,7 +205,6 @@ def pick(key: str, candidates: Sequence[Any], make_call: Callable[[Any], Callabl
     rounds = max(1, int(rounds))
     for _ in range(rounds):
         timed_round(range(len(fns)))
-    contenders = list(range(len(fns)))
     for _ in range(max(rounds, int(final_rounds or rounds)) - rounds):
         contenders = _contenders(times, margin)
         if len(contenders) == 1:

@@ -249,6 +249,9 @@ PROBE_MIN_LATENTS = 2000
 PROBE_CALL_S = 0.25
 # Part of the cache key: a probe that measures differently does not reuse older choices.
 PROBE_VERSION = 2
+# Round-robin calls of the chunk-size probes (autotune.pick): 3 of every candidate, then up
+# to 7 of those within 5 % of the fastest.
+PROBE_ROUNDS = dict(rounds=3, final_rounds=7)
 
 _AUTO_CHOICES: dict = {}  # per process: workload key -> chosen chunk size
 
@@ -292,12 +295,12 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     the program, with the uniform value of the max-entropy starting point a caller makes
     inside its ``jit`` (XLA simplifies products with such a splat constant; a shared
     latent passed as a ``jit`` argument is therefore probed as if it were that
-    constant). Stand-ins are placed on the device once, so no call copies them in. ``m`` is the batch size (at
-    most :data:`PROBE_MAX_LATENTS`), so the probe sees the batch's own memory traffic;
-    where one call on that many latents takes longer than :data:`PROBE_CALL_S` (e.g.
-    many steps of iterative inference), ``m`` shrinks in proportion, to no fewer than
-    :data:`PROBE_MIN_LATENTS`. If one ``vmap`` wins on fewer latents than the batch has,
-    the batch runs in chunks of ``m``.
+    constant). Stand-ins are placed on the device once, so no call copies them in.
+    ``m`` is the batch size (at most :data:`PROBE_MAX_LATENTS`), so the probe sees the
+    batch's own memory traffic; where one call on that many latents takes longer than
+    :data:`PROBE_CALL_S` (e.g. many steps of iterative inference), ``m`` shrinks in
+    proportion, to no fewer than :data:`PROBE_MIN_LATENTS`. If one ``vmap`` wins on
+    fewer latents than the batch has, the batch runs in chunks of ``m``.
 
     The probe runs once per process and workload (the program's jaxpr without its
     literal values, and the batch size up to :data:`PROBE_MAX_LATENTS`) and is cached on
@@ -462,8 +465,8 @@ def _probe_chunk_size(fn, one, m_max: int, label: str, shared: bool):
             return unit
 
         candidates = [None] + [c for c in PROBE_CHUNKS if c < m]
-        choice = autotune.pick("", candidates, make_call, rounds=3, final_rounds=7,
-                               use_cache=False, warm_up=False)
+        choice = autotune.pick("", candidates, make_call, use_cache=False, warm_up=False,
+                               **PROBE_ROUNDS)
     except Exception as e:  # noqa: BLE001 - the probe only changes speed: use the rule
         logging.warning("%s: probe failed (%s: %s); using %d", label, type(e).__name__, e,
                         CPU_CHUNK_SIZE)
@@ -503,8 +506,8 @@ def tune_chunk_size(make_call: Callable[[Optional[int]], Callable[[], Any]], bat
     if jax.default_backend() != "cpu":
         return autotune.Choice(None, "default for accelerators")
     cands = chunk_size_candidates(batch_size) if candidates is None else candidates
-    return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call, rounds=3,
-                         final_rounds=7)
+    return autotune.pick(f"chunk_size|{key}|n={batch_size}", cands, make_call,
+                         **PROBE_ROUNDS)
 
 
 def _chunked(vfn, z: Array, batch: PyTree, n: int, c: int):

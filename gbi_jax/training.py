@@ -246,8 +246,9 @@ def make_chunk_fn(loss_fn: LossFn, tx: optax.GradientTransformation, chunk_size:
     members at once: the blocks of one size as one ``lax.map`` (one copy of the step
     in the program however many blocks), the two sizes chained by
     ``optimization_barrier``, so XLA cannot interleave them. A step's activations then
-    scale with the block, not with all members, and stay in the core's cache: on the 2-core host, 13 disentangling RNNs per core ran
-    about 1.2x faster in blocks of 5/4/4 than as one vmap of 13, with bitwise-equal
+    scale with the block, not with all members, and stay in the core's cache: on the
+    2-core host, 13 disentangling RNNs per core ran about 1.2x faster in blocks of
+    5/4/4 than as one vmap of 13, with bitwise-equal
     parameters (``python -m benchmarks.disentangle_train``). With ``mesh`` (a 1-D
     mesh whose axis holds the member axis, as :func:`fit` builds it) the blocking
     runs per device inside ``shard_map``; the mesh size must then divide ``M``.
