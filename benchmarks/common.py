@@ -148,9 +148,11 @@ def cpu_flags() -> dict[str, bool]:
 
 
 def has_bf16() -> bool:
-    """The CPU multiplies bfloat16 natively (``avx512_bf16`` or AMX)."""
-    f = cpu_flags()
-    return f["avx512_bf16"] or f["amx_bf16"]
+    """The CPU multiplies bfloat16 natively: the rule of ``matmul_dtype="auto"``
+    (``gbi_jax.precision.native_bf16``: ``avx512_bf16``, AMX-BF16 or Arm BF16)."""
+    from gbi_jax.precision import native_bf16  # imports JAX: only where it is called
+
+    return native_bf16("cpu")
 
 
 # --------------------------------------------------------------------------

@@ -212,7 +212,9 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
         batch shape is allowed only if ``loss_fn`` returns one scalar that is a
         *sum* of independent per-example losses; prefer :func:`one_step_batch`.
       temperature: ``alpha`` of the soft posterior ``softmax(-g / alpha)``.
-      matmul_dtype: ``None`` (float32) or ``"bfloat16"``: the forward and backward
+      matmul_dtype: ``None`` (float32), ``"bfloat16"`` or ``"auto"`` (bfloat16 where
+        the hardware multiplies it natively, else float32:
+        :func:`gbi_jax.precision.resolve_matmul_dtype`): the forward and backward
         matrix products take bfloat16 operands with float32 accumulation
         (:func:`gbi_jax.precision.with_matmul_dtype`); the gradient is float32.
 
@@ -686,12 +688,14 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
       penalty: weight of the distance to ``anchor`` (>= 0).
       anchor: the max-entropy point; defaults to ``z0``.
       penalty_kind: ``"norm"`` (authors' choice) or ``"squared"``.
-      matmul_dtype: ``None`` (float32) or ``"bfloat16"``: the matrix products of the
-        loss and its gradient take bfloat16 operands with float32 accumulation
-        (:func:`gbi_jax.precision.with_matmul_dtype`); the latent, the gradient and the
-        optimiser state stay float32. About 2x faster where the hardware multiplies
-        bfloat16 natively (``avx512_bf16``/AMX CPUs, GPUs, TPUs); its effect on the
-        inferred latents is measured by ``python -m benchmarks.inference``.
+      matmul_dtype: ``None`` (float32), ``"bfloat16"`` or ``"auto"``: the matrix
+        products of the loss and its gradient take bfloat16 operands with float32
+        accumulation (:func:`gbi_jax.precision.with_matmul_dtype`); the latent, the
+        gradient and the optimiser state stay float32. About 2x faster where the
+        hardware multiplies bfloat16 natively (``avx512_bf16``/AMX CPUs, GPUs, TPUs),
+        slower than float32 on CPUs without (``"auto"`` then keeps float32:
+        :func:`gbi_jax.precision.resolve_matmul_dtype`); its effect on the inferred
+        latents is measured by ``python -m benchmarks.inference``.
 
     Returns:
       ``(z_final, trace)`` with ``trace`` an :class:`OptimizeTrace` of length

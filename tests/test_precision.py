@@ -103,3 +103,63 @@ def test_bfloat16_inference_agrees_with_float32_on_a_decoder():
     os32 = jax.jit(lambda b: inference.one_step_batch(loss, z0, b))(batch)
     np.testing.assert_array_equal(os16.prediction, os32.prediction)
     assert os16.grad.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("platform,flags,native", [
+    ("cpu", frozenset({"fma", "avx2"}), False),             # AVX2 only
+    ("cpu", frozenset({"avx2", "avx512f"}), False),         # AVX-512 without BF16
+    ("cpu", frozenset({"avx512f", "avx512_bf16"}), True),
+    ("cpu", frozenset({"amx_tile", "amx_bf16"}), True),
+    ("cpu", frozenset({"asimd", "bf16"}), True),            # Arm FEAT_BF16
+    ("cpu", frozenset(), False),                            # flags unreadable
+    ("gpu", frozenset(), True),
+    ("tpu", frozenset(), True),
+])
+def test_native_bf16_rule(platform, flags, native):
+    assert precision.native_bf16(platform, flags) is native
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_matmul_dtype_follows_the_hardware(monkeypatch, native):
+    monkeypatch.setattr(precision, "native_bf16", lambda *a, **k: native)
+    want = np.dtype(jnp.bfloat16) if native else None
+    assert precision.resolve_matmul_dtype("auto") == want
+    assert precision.check_matmul_dtype("auto") == want
+    f = lambda a: a @ a.T  # noqa: E731
+    assert (precision.with_matmul_dtype(f, "auto") is f) is (not native)
+    # ... and the inference helpers take it: bf16 products (rounded) or exact float32.
+    w = jax.random.normal(jax.random.PRNGKey(1), (4, 300))
+    x = jax.random.normal(jax.random.PRNGKey(2), (300,))
+    loss = lambda z: jnp.sum((z @ w - x) ** 2)  # noqa: E731
+    z0 = jnp.full((4,), 0.25)
+    got = inference.one_step(loss, z0, matmul_dtype="auto").grad
+    exact = jax.grad(loss)(z0)
+    assert (float(jnp.max(jnp.abs(got - exact))) > 0) is native
+
+
+def test_explicit_bfloat16_without_native_products_warns_once(monkeypatch):
+    from absl import logging
+
+    monkeypatch.setattr(precision, "native_bf16", lambda *a, **k: False)
+    monkeypatch.setattr(precision, "_WARNED", set())
+    seen = []
+    monkeypatch.setattr(logging, "warning", lambda msg, *a: seen.append(msg % a))
+    for _ in range(3):
+        assert precision.resolve_matmul_dtype("bfloat16") == np.dtype(jnp.bfloat16)
+    assert len(seen) == 1 and "matmul_dtype='auto'" in seen[0]
+    monkeypatch.setattr(precision, "native_bf16", lambda *a, **k: True)
+    monkeypatch.setattr(precision, "_WARNED", set())
+    precision.resolve_matmul_dtype("bfloat16")
+    assert len(seen) == 1
+
+
+def test_cpu_flags_reads_this_machine():
+    flags = precision.cpu_flags()
+    assert isinstance(flags, frozenset)
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    if "flags" in text:  # x86: every listed flag of the first CPU is read
+        line = next(ln for ln in text.splitlines() if ln.startswith("flags"))
+        assert flags == frozenset(line.split(":", 1)[1].split())
