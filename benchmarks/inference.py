@@ -76,9 +76,10 @@ GFLOP/s is this count over its time, also as a share of the peaks.
 Peaks (``benchmarks.common.Peaks``), timed in the same rounds as each N: float32
 ``--peak_n`` (2048) square products with jitted ``jnp.dot``, with ``torch.mm`` and with
 one 1-thread ``torch.mm`` per core in the per-core processes (summed); the fp32 peak is
-the fastest. Where the CPU has bfloat16 instructions, also ``jnp.dot`` of bfloat16
-operands with float32 accumulation and ``torch.mm`` of bfloat16 tensors; the bf16 peak
-is the faster.
+the fastest. Where (a-bf16) is timed, also ``jnp.dot`` of bfloat16 operands with
+float32 accumulation and ``torch.mm`` of bfloat16 tensors; the bf16 peak is the faster.
+On a CPU without bfloat16 instructions (``--bf16`` there) that "peak" is below the fp32
+one: the products are converted and multiplied in float32.
 
 Timing: for each N, every variant (and the peak matmuls) is first run once to
 warm up (compile / allocate) and then timed round-robin, ``--repeats`` rounds, each

@@ -320,8 +320,7 @@ def estimate(st: Setup, s: Settings, gemm: bool = True) -> dict[str, Any]:
     calls = dict(jax_calls)
     calls.update({f"{v}@{thr}": with_threads(fn, thr, s.threads)
                   for v, fn in torch_calls.items() for thr in s.thread_opts})
-    peaks, _ = common.peak_fns(s.peak_n, None, bf16=st.bf16_fns is not None and
-                               common.has_bf16())
+    peaks, _ = common.peak_fns(s.peak_n, None, bf16=st.bf16_fns is not None)
     calls.update({f"peak:{k}": f for k, f in peaks.items()})
     pool_start = 0.0
     pool = None
@@ -452,7 +451,7 @@ def _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool):
             fns[v] = with_threads(builders[v](s.steps), chosen[v], s.threads)
     if pool is not None:
         fns["c_mp"] = pool.fn("c")
-    peak_calls, _ = common.peak_fns(s.peak_n, pool, bf16=common.has_bf16())
+    peak_calls, _ = common.peak_fns(s.peak_n, pool, bf16=st.bf16_fns is not None)
     fns.update({f"peak:{k}": f for k, f in peak_calls.items()})
     reps = _rounds(s, n)
     t = common.interleaved_medians(fns, repeats=reps)
