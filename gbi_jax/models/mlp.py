@@ -64,7 +64,10 @@ class MLP(nn.Module):
             zt = transform_latent(z, self.latent_activation, self.temperature)
             zt = jnp.broadcast_to(zt, inputs.shape[:-1] + zt.shape[-1:])
             if injection.concat:
-                h = jnp.concatenate([inputs, zt], -1)
+                # No features besides z (a decoder of z alone): z itself, not a concat
+                # with the empty inputs, so under vmap over examples sharing one latent
+                # the layers run once, not per example (same values and parameters).
+                h = zt if inputs.shape[-1] == 0 else jnp.concatenate([inputs, zt], -1)
         for i, width in enumerate(self.hidden):
             h = nn.Dense(width, name=f"dense_{i}")(h)
             if i == 0 and z is not None:
