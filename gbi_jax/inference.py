@@ -294,8 +294,8 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     weights passed to an outer ``jit``) replaced by a stand-in argument of its shape and
     dtype, since the work does not depend on the values. Concrete closed-over values
     stay constants, and a latent shared by every example is an unbatched constant of
-    the program (as :func:`per_example` passes it), with the uniform value of the max-entropy starting point a caller makes
-    inside its ``jit`` (XLA simplifies products with such a splat constant; a shared
+    the program (as :func:`per_example` passes it), with the uniform value of the
+    max-entropy starting point a caller makes inside its ``jit`` (XLA simplifies products with such a splat constant; a shared
     latent passed as a ``jit`` argument is therefore probed as if it were that
     constant). Stand-ins are placed on the device once, so no call copies them in.
     ``m`` is the batch size (at most :data:`PROBE_MAX_LATENTS`), so the probe sees the
