@@ -2,7 +2,7 @@ r"""``per_example(chunk_size="auto")`` against every fixed chunk size, on this m
 
 Run from the repository root (``make bench`` runs it too)::
 
-    python -m benchmarks.chunk_size          # about 7 min on 2 cores; docs/benchmarks/chunk_size.md
+    python -m benchmarks.chunk_size          # 7-15 min on 2 cores; docs/benchmarks/chunk_size.md
     python -m benchmarks.chunk_size --quick  # N = 1,000 and 10,000 one-step only, prints only
 
 The work is that of ``benchmarks/inference.py``: the MLP decoder (10 -> 256 -> 256 ->

@@ -2,7 +2,7 @@ r"""Training throughput of the disentangling RNN: gbi_jax (vmapped networks) vs 
 
 Run from the repository root (PyTorch from ``pip install -e '.[bench]'``; ``make bench``)::
 
-    python -m benchmarks.disentangle_train          # ~4 min; docs/benchmarks/disentangle_train.md
+    python -m benchmarks.disentangle_train          # 4-8 min; docs/benchmarks/disentangle_train.md
     python -m benchmarks.disentangle_train --quick  # ~1 min, prints only
     python -m benchmarks.disentangle_train --profile --steps=100   # per-op time of a step
 

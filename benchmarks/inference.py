@@ -2,7 +2,7 @@ r"""Latent-inference throughput: gbi_jax vs the PyTorch peers a user would pick.
 
 Run from the repository root (PyTorch from ``pip install -e '.[bench]'``; ``make bench``)::
 
-    python -m benchmarks.inference          # about 3 min on 2 cores; docs/benchmarks/inference.md
+    python -m benchmarks.inference          # 3-5 min on 2 cores; docs/benchmarks/inference.md
     python -m benchmarks.inference --quick  # under 1 min, prints only
 
 The run first prints its estimated wall time (from a calibration of a few steps of every
