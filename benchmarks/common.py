@@ -134,17 +134,12 @@ MATMUL_FLAGS = ("fma", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 def cpu_flags() -> dict[str, bool]:
     """Which of the CPU features that decide matmul speed (`MATMUL_FLAGS`) the CPU has
-    (``/proc/cpuinfo``; all false where it cannot be read)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {k: k in flags for k in MATMUL_FLAGS}
+    (``gbi_jax.precision.cpu_flags``: ``/proc/cpuinfo``; all false where it cannot be
+    read)."""
+    from gbi_jax.precision import cpu_flags as flags  # imports JAX: only where it is called
+
+    have = flags()
+    return {k: k in have for k in MATMUL_FLAGS}
 
 
 def has_bf16() -> bool:

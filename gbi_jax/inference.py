@@ -224,8 +224,7 @@ def one_step(loss_fn: LossFn, z0: Array, *, temperature: float = 1.0,
     _check_latent(z0)
     check_positive("temperature", temperature)
     _check_scalar_loss(loss_fn, z0, "one_step_batch")
-    loss, grad = with_matmul_dtype(jax.value_and_grad(loss_fn),
-                                   check_matmul_dtype(matmul_dtype))(z0)
+    loss, grad = with_matmul_dtype(jax.value_and_grad(loss_fn), matmul_dtype)(z0)
     scores = -grad
     posterior = jax.nn.softmax(scores / temperature, axis=-1)
     prediction = jnp.argmax(scores, axis=-1).astype(jnp.int32)
@@ -295,9 +294,10 @@ def auto_chunk_size(fn: Callable[..., Any], z: Array, batch: PyTree) -> Optional
     dtype, since the work does not depend on the values. Concrete closed-over values
     stay constants, and a latent shared by every example is an unbatched constant of
     the program (as :func:`per_example` passes it), with the uniform value of the
-    max-entropy starting point a caller makes inside its ``jit`` (XLA simplifies products with such a splat constant; a shared
-    latent passed as a ``jit`` argument is therefore probed as if it were that
-    constant). Stand-ins are placed on the device once, so no call copies them in.
+    max-entropy starting point a caller makes inside its ``jit`` (XLA simplifies
+    products with such a splat constant; a shared latent passed as a ``jit`` argument is
+    therefore probed as if it were that constant). Stand-ins are placed on the device
+    once, so no call copies them in.
     ``m`` is the batch size (at most :data:`PROBE_MAX_LATENTS`), so the probe sees the
     batch's own memory traffic; where one call on that many latents takes longer than
     :data:`PROBE_CALL_S` (e.g. many steps of iterative inference), ``m`` shrinks in
@@ -401,13 +401,13 @@ def _probe_chunk_size(fn, one, m_max: int, label: str, shared: bool):
         # ones stay constants of the program, as in the real one.
         traced = [isinstance(c, jax.core.Tracer) for c in closed.consts]
         args = [concrete(c) for c, t in zip(closed.consts, traced) if t]
-        data = jax.tree_util.tree_map(
-            lambda s: _stand_in(jax.ShapeDtypeStruct((m,) + s.shape, s.dtype), rng), one)
+        batched = lambda s: _stand_in(  # noqa: E731
+            jax.ShapeDtypeStruct((m,) + s.shape, s.dtype), rng)
         # One latent for every example: a uniform constant, like the max-entropy starting
         # point a caller makes inside its jit (XLA folds products with a splat).
-        z_shared = np.full_like(data[0][0], 1.0 / max(1, data[0][0].size))  # [K]
-        if shared:
-            data = (None, data[1])
+        z_shared = np.full(one[0].shape, 1.0 / max(1, one[0].size), one[0].dtype)
+        data = (None if shared else jax.tree_util.tree_map(batched, one[0]),
+                jax.tree_util.tree_map(batched, one[1]))
         # On the device once: a NumPy argument would be copied in on every timed call,
         # a cost the real program (whose arguments are device arrays) does not pay.
         with jax.ensure_compile_time_eval():
@@ -572,7 +572,7 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
         n = leaves[0].shape[data_axis]
         chunk = chunk_size
         if auto and latent_axis == 0 and data_axis == 0:
-            chunk = auto_chunk_size(fn, z, batch)  # before the broadcast: it probes that too
+            chunk = auto_chunk_size(fn, z, batch)
         shared = z.ndim == 1
         vfn = jax.vmap(fn, in_axes=(None if shared else latent_axis, data_axis))
         if latent_axis != 0 or data_axis != 0:
@@ -714,8 +714,7 @@ def optimize(loss_fn: LossFn, z0: Array, optimizer: optax.GradientTransformation
     _check_latent(z0)
     num_steps = check_int("num_steps", num_steps, 0)
     anchor = z0 if anchor is None else anchor
-    value_and_grad = with_matmul_dtype(jax.value_and_grad(loss_fn),
-                                       check_matmul_dtype(matmul_dtype))
+    value_and_grad = with_matmul_dtype(jax.value_and_grad(loss_fn), matmul_dtype)
 
     def step(carry, _):
         z, opt_state = carry

@@ -84,21 +84,19 @@ def native_bf16(platform: Optional[str] = None, flags: Optional[frozenset] = Non
     return any(f in flags for f in BF16_CPU_FLAGS)
 
 
-_WARNED = set()
+_warned_bf16 = False  # the slow-bfloat16 warning is logged once per process
 
 
 def resolve_matmul_dtype(matmul_dtype: Any) -> Optional[Any]:
-    """:func:`check_matmul_dtype`, with ``"auto"`` resolved for this machine: bfloat16
-    where :func:`native_bf16`, else ``None`` (float32). An explicit bfloat16 on a CPU
-    without native bfloat16 products is kept, with a warning (logged once per process)
-    that it runs slower than float32 there."""
-    if isinstance(matmul_dtype, str) and matmul_dtype == AUTO:
-        return np.dtype(jnp.bfloat16) if native_bf16() else None
+    """:func:`check_matmul_dtype` (``"auto"``: bfloat16 where :func:`native_bf16`, else
+    ``None``), warning once per process when an explicit bfloat16 is asked for on a CPU
+    without native bfloat16 products, where it runs slower than float32."""
+    global _warned_bf16
     dt = check_matmul_dtype(matmul_dtype)
-    if dt == np.dtype(jnp.bfloat16) and not native_bf16() and "bf16" not in _WARNED:
+    if dt == np.dtype(jnp.bfloat16) and not _warned_bf16 and not native_bf16():
         from absl import logging
 
-        _WARNED.add("bf16")
+        _warned_bf16 = True
         logging.warning(
             "matmul_dtype=bfloat16 on a CPU without native bfloat16 products (none of %s "
             "in its flags): XLA converts the operands and multiplies in float32, slower "
@@ -109,12 +107,12 @@ def resolve_matmul_dtype(matmul_dtype: Any) -> Optional[Any]:
 
 def check_matmul_dtype(matmul_dtype: Any) -> Optional[Any]:
     """``None`` (full float32) or the numpy dtype of ``matmul_dtype`` (``"bfloat16"``,
-    ``jnp.bfloat16``, ``"float16"``; ``"auto"``: :func:`resolve_matmul_dtype`); anything
-    else is a ``ValueError`` naming the choices."""
+    ``jnp.bfloat16``, ``"float16"``; ``"auto"``: bfloat16 where :func:`native_bf16`, else
+    ``None``); anything else is a ``ValueError`` naming the choices."""
     if matmul_dtype is None:
         return None
     if isinstance(matmul_dtype, str) and matmul_dtype == AUTO:
-        return resolve_matmul_dtype(matmul_dtype)
+        return np.dtype(jnp.bfloat16) if native_bf16() else None
     if isinstance(matmul_dtype, str):
         if matmul_dtype not in MATMUL_DTYPES:
             raise ValueError(f"matmul_dtype must be None, 'auto' or one of "

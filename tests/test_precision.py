@@ -141,14 +141,14 @@ def test_explicit_bfloat16_without_native_products_warns_once(monkeypatch):
     from absl import logging
 
     monkeypatch.setattr(precision, "native_bf16", lambda *a, **k: False)
-    monkeypatch.setattr(precision, "_WARNED", set())
+    monkeypatch.setattr(precision, "_warned_bf16", False)
     seen = []
     monkeypatch.setattr(logging, "warning", lambda msg, *a: seen.append(msg % a))
     for _ in range(3):
         assert precision.resolve_matmul_dtype("bfloat16") == np.dtype(jnp.bfloat16)
     assert len(seen) == 1 and "matmul_dtype='auto'" in seen[0]
     monkeypatch.setattr(precision, "native_bf16", lambda *a, **k: True)
-    monkeypatch.setattr(precision, "_WARNED", set())
+    monkeypatch.setattr(precision, "_warned_bf16", False)
     precision.resolve_matmul_dtype("bfloat16")
     assert len(seen) == 1
 
