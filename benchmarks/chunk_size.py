@@ -7,7 +7,8 @@ Run from the repository root (``make bench`` runs it too)::
 
 The work is that of ``benchmarks/inference.py``: the MLP decoder (10 -> 256 -> 256 ->
 784, frozen weights) and one latent per example, in two programs: one-step inference
-(``one_step_batch``: one forward and one input-gradient pass) and 50 steps of iterative
+(``one_step_batch`` with its defaults: for this latent-only decoder forward mode, the
+decoder and its K tangents once per chunk) and 50 steps of iterative
 inference (``optimize_batch`` with momentum SGD), each jitted, at N latents.
 
 Per program and N, ``chunk_size="auto"`` (the library's default; on CPU the probe of

@@ -57,10 +57,18 @@ Iterative inference: S steps (default 50) of SGD with momentum 0.5 on the latent
 "Best torch" is the fastest of (c), (c') and (c-pc); the headline ratio is
 (a)/best torch.
 
-One-step inference (one forward+backward at the uniform latent, argmax of -grad):
-gbi_jax ``jit(one_step_batch)`` with its defaults (``chunk_size="auto"``, as (a)), and
-with bf16 matmuls, vs PyTorch batched autograd in
-one process and in one process per core; ratio jax/best torch.
+One-step inference (every example's gradient at the shared uniform latent, argmax of
+-grad): gbi_jax ``jit(one_step_batch)`` with its defaults (``chunk_size="auto"`` as (a),
+``grad_mode="auto"``, which picks forward mode for this latent-only decoder: the decoder
+and its K tangents run once per chunk, each example adds only the elementwise tangents of
+its squared error), the same with ``grad_mode="reverse"`` (the forward pass once, one
+backward pass per example), and with bf16 matmuls; against PyTorch batched autograd on an
+``[N, K]`` latent (forward and backward per example), ``torch.func.vmap(grad(...),
+in_dims=(None, None, 0))`` from one shared latent (forward once, like gbi_jax's reverse
+mode) and ``torch.func.vmap(jacfwd(...))`` likewise (forward mode, like gbi_jax's
+default), in one process, and the first two also in one process per core; ratio
+jax/best torch. Each variant's matmul FLOPs per call are counted (gbi_jax: on its jaxpr;
+PyTorch: ``inference_work.one_step_torch_flops``), so its achieved rate is its own work.
 
 FLOP count (matmul FLOPs only, stated exactly)
 -----------------------------------------------
@@ -68,7 +76,7 @@ Layers (fan_in, fan_out): (10, 256), (256, 256), (256, 784); sum fan_in*fan_out 
 268,800. Per latent per step: forward 2 * 268,800 = 537,600 FLOPs. Backward needs
 only input gradients (weights frozen): dh2 = dy W3^T (2*784*256), dh1 = dh2 W2^T
 (2*256*256), dz = dh1 W1^T (2*256*10) = 537,600 FLOPs, i.e. exactly 1x forward.
-Total 1,075,200 FLOPs per latent per step (one-step inference: one such step).
+Total 1,075,200 FLOPs per latent per step (one-step batched autograd: one such step).
 Not counted: bias adds, ReLU and its mask, the squared error, the optimizer update
 (about 5k elementwise ops per latent per step, < 0.5 %). Every variant's achieved
 GFLOP/s is this count over its time, also as a share of the peaks.

@@ -26,9 +26,22 @@ ITERATIVE = [
     ("a_bf16", "(a-bf16)", "(a-bf16) gbi_jax bf16 matmuls"),
 ]
 TORCH_BATCHED = ("c", "c2", "c_mp")      # candidates of "best torch" (iterative)
-TORCH_ONE_STEP = ("os_c", "os_c_mp")     # candidates of "best torch" (one-step)
+# The one-step variants: key, label. "best torch" (one-step) is the fastest PyTorch one.
+ONE_STEP = [
+    ("os_a", "gbi_jax one_step_batch (grad_mode auto)"),
+    ("os_a_rev", "gbi_jax grad_mode reverse"),
+    ("os_bf16", "gbi_jax bf16 matmuls"),
+    ("os_c", "torch batched autograd"),
+    ("os_c_mp", "torch batched autograd, 1 process per core"),
+    ("os_c2", "torch.func vmap(grad), shared latent"),
+    ("os_c2_mp", "torch.func vmap(grad), shared latent, 1 process per core"),
+    ("os_c3", "torch.func vmap(jacfwd), shared latent"),
+]
+TORCH_ONE_STEP = ("os_c", "os_c_mp", "os_c2", "os_c2_mp", "os_c3")
 LABEL = {k: short for k, short, _ in ITERATIVE}
-LABEL.update(os_a="jax", os_bf16="jax bf16", os_c="torch", os_c_mp="torch per core")
+LABEL.update(os_a="jax", os_a_rev="jax reverse", os_bf16="jax bf16", os_c="torch autograd",
+             os_c_mp="torch autograd per core", os_c2="torch.func grad",
+             os_c2_mp="torch.func grad per core", os_c3="torch.func jacfwd")
 
 
 def fmt_rate(r: float) -> str:
@@ -40,7 +53,7 @@ def with_thr(r: dict, v: str) -> str:
         return "-"
     if f"{v}_thr" in r:
         return f"{fmt_rate(r[v])} ({r[v + '_thr']}t)"
-    if v in ("c_mp", "os_c_mp"):
+    if v.endswith("_mp"):
         return f"{fmt_rate(r[v])} ({r.get('procs', '?')}x1t)"
     return fmt_rate(r[v])
 
@@ -100,12 +113,11 @@ def size_line(r: dict[str, Any], s: Settings) -> str:
     if "a_bf16" in r:
         line += (f"  (a-bf16)/best torch {r['a_bf16'] / bv:.2f}x (argmax agrees with (a) "
                  f"{r['bf16_agree']:.1%}, max|z - z_a| {r['bf16_err']:.1e})")
-    line += (f"\n    one-step: jax {fmt_rate(r['os_a'])}"
-             + (f" jax-bf16 {fmt_rate(r['os_bf16'])}" if "os_bf16" in r else "")
-             + f" torch {with_thr(r, 'os_c')}"
-             + (f" torch per core {with_thr(r, 'os_c_mp')}" if "os_c_mp" in r else "")
-             + f" | jax/best torch {r['os_a'] / ov:.2f}x"
-             f" (predictions agree {r['os_agree']:.1%}, accuracy {r['os_acc']:.1%})")
+    line += ("\n    one-step: " + "  ".join(f"{LABEL[k]} {with_thr(r, k)}"
+                                            for k, _ in ONE_STEP if k in r)
+             + f" | jax/best torch ({LABEL[ok]}) {r['os_a'] / ov:.2f}x, jax reverse/best "
+             f"torch {r['os_a_rev'] / ov:.2f}x (predictions agree {r['os_agree']:.1%}, "
+             f"accuracy {r['os_acc']:.1%})")
     line += f"\n    peaks: {peaks.describe()}"
     return line
 
@@ -161,10 +173,12 @@ def flops_table(results: Sequence[dict], s: Settings) -> tuple[list[str], list[l
     for r in results:
         peaks = peaks_of(r)
         variants = [(k, short, r[k] * s.steps) for k, short, _ in ITERATIVE if k in r]
-        variants += [(k, f"one-step {LABEL[k]}", r[k]) for k in
-                     ("os_a", "os_bf16", "os_c", "os_c_mp") if k in r]
-        for k, label, lat_steps in variants:
-            cells = common.share_cells(lat_steps * FLOPS_PER_LATENT_STEP, peaks)
+        rates = [(short, r[k] * s.steps * FLOPS_PER_LATENT_STEP) for k, short, _ in ITERATIVE
+                 if k in r]
+        rates += [(f"one-step {LABEL[k]}", r[k] * r["os_flops"][k] / r["n"])
+                  for k, _ in ONE_STEP if k in r and k in r.get("os_flops", {})]
+        for label, flops_per_s in rates:
+            cells = common.share_cells(flops_per_s, peaks)
             rows.append([f"{r['n']:,}", label] + cells[:2] + (cells[2:] if bf16 else []))
     return header, rows
 
@@ -183,21 +197,23 @@ def peaks_table(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def one_step_table(results: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """Latents/s of every one-step variant, the ratios of gbi_jax (its default and
+    reverse mode) to the best PyTorch, and the predictions' agreement."""
+    cols = [(k, label) for k, label in ONE_STEP if _present(results, k)]
     bf16 = _present(results, "os_bf16")
-    mp = _present(results, "os_c_mp")
-    header = (["N", "gbi_jax jit(one_step_batch)"] + (["gbi_jax bf16 matmuls"] if bf16 else [])
-              + ["torch batched"] + (["torch batched, 1 process per core"] if mp else [])
-              + ["jax/best torch"] + (["bf16/best torch"] if bf16 else [])
-              + ["predictions agree (jax, torch)", "accuracy vs true class"])
+    header = (["N"] + [label for _, label in cols]
+              + ["best torch", "jax/best torch", "jax reverse/best torch"]
+              + (["bf16/best torch"] if bf16 else [])
+              + ["predictions = jax (all other variants)", "accuracy vs true class"])
     rows = []
     for r in results:
-        _, ov = common.fastest(r, TORCH_ONE_STEP)
-        rows.append([f"{r['n']:,}", fmt_rate(r["os_a"])]
-                    + ([with_thr(r, "os_bf16")] if bf16 else [])
-                    + [with_thr(r, "os_c")] + ([with_thr(r, "os_c_mp")] if mp else [])
-                    + [f"{r['os_a'] / ov:.2f}x"]
+        ok, ov = common.fastest(r, TORCH_ONE_STEP)
+        agree = [r[k] for k in ("os_agree", "os_rev_agree", "os_mp_agree", "os_c2_agree",
+                                "os_c3_agree", "os_c2_mp_agree", "os_bf16_agree") if k in r]
+        rows.append([f"{r['n']:,}"] + [with_thr(r, k) for k, _ in cols]
+                    + [LABEL[ok], f"{r['os_a'] / ov:.2f}x", f"{r['os_a_rev'] / ov:.2f}x"]
                     + ([f"{r['os_bf16'] / ov:.2f}x" if "os_bf16" in r else "-"] if bf16 else [])
-                    + [f"{r['os_agree']:.1%}", f"{r['os_acc']:.1%}"])
+                    + [f"{min(agree):.1%}", f"{r['os_acc']:.1%}"])
     return header, rows
 
 
@@ -268,6 +284,7 @@ def ratios(results: Sequence[dict], s: Settings) -> tuple[int, list[tuple[str, s
                     f"error {big['bf16_err']:.1e}"))
     out.append(("one-step jax/best torch", f"{big['os_a'] / ov:.2f}x (best torch: "
                 f"{LABEL[ok]})"))
+    out.append(("one-step jax reverse mode/best torch", f"{big['os_a_rev'] / ov:.2f}x"))
     if "os_bf16" in big:
         out.append(("one-step jax-bf16/best torch", f"{big['os_bf16'] / ov:.2f}x"))
     return big["n"], out
@@ -375,8 +392,9 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
            "loss summed over examples (same updates, no vmap).", ""] if s.diag else []),
         "## Achieved matmul rate",
         "",
-        f"Matmul FLOPs done per second ({FLOPS_PER_LATENT_STEP:,} per latent and step) and "
-        "their share of the peaks measured in the same rounds:",
+        f"Matmul FLOPs done per second ({FLOPS_PER_LATENT_STEP:,} per latent and step for "
+        "the iterative variants; one-step variants: their own count per call, see below) "
+        "and their share of the peaks measured in the same rounds:",
         "",
         common.markdown_table(fl_header, fl_rows),
         "",
@@ -391,8 +409,18 @@ def markdown(*, results: Sequence[dict], s: Settings, chk: dict[str, Any],
           if gemm_table else []),
         "## One-step inference, latents/s",
         "",
-        "One forward and backward pass at the uniform latent, prediction argmax of the "
-        "negative gradient.",
+        "The gradient of every example's loss at the shared uniform latent, prediction "
+        "argmax of the negative gradient. gbi_jax's default (`grad_mode=\"auto\"`) "
+        "chooses forward mode here: the decoder depends on the latent alone, so its "
+        f"forward pass and {K} tangents run once per chunk and each example keeps only "
+        "the elementwise tangents of its squared error "
+        "(`gbi_jax.inference.choose_grad_mode`); `grad_mode=\"reverse\"` does the "
+        "forward pass once and one backward pass per example. The PyTorch peers: batched "
+        "autograd on an `[N, K]` latent (forward and backward per example), and "
+        "`torch.func` from one shared latent, which like gbi_jax runs the forward pass once "
+        "(`vmap(grad)`) or the forward pass and its tangents once (`vmap(jacfwd)`). Matmul "
+        "FLOPs per call are counted for each variant (gbi_jax: on its jaxpr) in the "
+        "achieved-rate table above.",
         "",
         common.markdown_table(os_header, os_rows),
         "",

@@ -5,9 +5,10 @@ The decoder is a ``torch.nn.Sequential`` copy of the gbi_jax decoder, built from
 ``(kernel [in, out], bias [out])`` arrays (`decoder_from_layers`), weights frozen
 (``requires_grad_(False)``: no weight gradients). Variants (see ``benchmarks/inference.py``):
 (b) `torch_per_example`, (c) `torch_batched`, (c') `make_torch_func_batched`, one-step
-`torch_one_step`; `batched_builder` and `one_step_builder` are the pool workloads of (c)
-and one-step inference run in one process per core (each worker takes a contiguous
-``1/P`` of the latents).
+`torch_one_step` (batched autograd) and `make_torch_func_one_step` (``torch.func`` from
+one shared latent, reverse or forward mode); `batched_builder` and `one_step_builder`
+are the pool workloads of (c) and one-step inference run in one process per core (each
+worker takes a contiguous ``1/P`` of the latents).
 """
 
 from __future__ import annotations
@@ -129,6 +130,34 @@ def with_threads(fn, threads: int, default: int):
     return run
 
 
+def make_torch_func_one_step(net, mode: str = "reverse"):
+    """One-step inference with ``torch.func`` from ONE shared ``[K]`` latent:
+    ``vmap(grad(per_example_loss), in_dims=(None, None, 0))`` (``mode="reverse"``) or
+    ``vmap(jacfwd(...))`` (``"forward"``). ``torch.func.vmap`` batches only what depends
+    on the example, so the decoder's forward pass (and in forward mode its K tangents)
+    runs once per call, as in gbi_jax's ``one_step_batch`` with a shared latent. Needs
+    inputs without features (``[N, 0]``: they are then the same for every example)."""
+    import torch
+    from torch.func import grad, jacfwd, vmap
+
+    if mode not in ("reverse", "forward"):
+        raise ValueError(f"mode must be 'reverse' or 'forward', got {mode!r}")
+
+    def single_loss(z, inp, xi):
+        return ((torch_decode(net, inp, z) - xi) ** 2).sum()
+
+    per_example = vmap((grad if mode == "reverse" else jacfwd)(single_loss),
+                       in_dims=(None, None, 0))
+
+    def run(inputs, x):
+        if inputs.shape[-1] != 0:
+            raise ValueError("make_torch_func_one_step needs inputs without features")
+        z = torch.full((K,), 1.0 / K)
+        return torch.argmax(-per_example(z, inputs[0], x), dim=-1)
+
+    return run
+
+
 def _share(rank: int, procs: int, layers, inputs: np.ndarray, x: np.ndarray):
     import torch
 
@@ -146,8 +175,14 @@ def batched_builder(rank: int, procs: int, layers, inputs: np.ndarray, x: np.nda
     return lambda: run().numpy()
 
 
-def one_step_builder(rank: int, procs: int, layers, inputs: np.ndarray, x: np.ndarray):
-    """Pool workload: one-step inference on this worker's ``1/procs`` of the latents;
+def one_step_builder(rank: int, procs: int, layers, inputs: np.ndarray, x: np.ndarray,
+                     mode: str = "autograd"):
+    """Pool workload: one-step inference on this worker's ``1/procs`` of the latents,
+    by batched autograd (``mode="autograd"``, `torch_one_step`) or by ``torch.func``
+    from a shared latent (``"reverse"`` / ``"forward"``, `make_torch_func_one_step`);
     returns the predicted classes as numpy."""
     net, tin, tx = _share(rank, procs, layers, inputs, x)
-    return lambda: torch_one_step(net, tin, tx).numpy()
+    if mode == "autograd":
+        return lambda: torch_one_step(net, tin, tx).numpy()
+    run = make_torch_func_one_step(net, mode)
+    return lambda: run(tin, tx).numpy()

@@ -29,7 +29,8 @@ import optax
 
 from benchmarks import common
 from benchmarks.inference_torch import (batched_builder, decoder_from_layers,  # noqa: F401
-                                        make_torch_func_batched, one_step_builder,
+                                        make_torch_func_batched,
+                                        make_torch_func_one_step, one_step_builder,
                                         torch_batched, torch_decode, torch_one_step,
                                         torch_per_example, with_threads)
 from gbi_jax import inference as gbi
@@ -43,6 +44,11 @@ LAYER_DIMS = [(K, HIDDEN[0]), (HIDDEN[0], HIDDEN[1]), (HIDDEN[1], OUT)]
 FWD_FLOPS = 2 * sum(fi * fo for fi, fo in LAYER_DIMS)       # 537,600
 BWD_FLOPS = 2 * sum(fi * fo for fi, fo in LAYER_DIMS)       # input grads only
 FLOPS_PER_LATENT_STEP = FWD_FLOPS + BWD_FLOPS               # 1,075,200
+# One-step variants that share the latent-only work: the forward pass (and, in forward
+# mode, its K tangents) once per call or process, then per latent the backward products
+# (reverse) or none at all (forward: each example's tangents of the squared error are
+# elementwise). gbi_jax's own programs are counted on their jaxprs instead.
+ONE_STEP_TORCH = {"os_c": "autograd", "os_c2": "reverse", "os_c3": "forward"}
 TOLERANCE = 1e-4  # max |difference| of final latents between variants
 
 
@@ -111,9 +117,39 @@ def _example_loss(model: MLP):
     return example_loss
 
 
+def one_step_torch_flops(v: str, n: int, procs: int = 1) -> float:
+    """Matmul FLOPs of one call of the PyTorch one-step variant ``v`` (``"os_c"``,
+    ``"os_c2"``, ``"os_c3"``, or one of them with ``"_mp"``: ``procs`` processes, each
+    repeating the shared work) on ``n`` latents."""
+    mode = ONE_STEP_TORCH[v.removesuffix("_mp")]
+    p = procs if v.endswith("_mp") else 1
+    if mode == "autograd":
+        return n * (FWD_FLOPS + BWD_FLOPS)
+    if mode == "reverse":
+        return p * FWD_FLOPS + n * BWD_FLOPS
+    return p * (1 + K) * FWD_FLOPS
+
+
+def build_one_step(model: MLP, grad_mode: str = "auto", matmul_dtype=None):
+    """The jitted gbi_jax one-step program ``(params, batch) -> predictions`` from the
+    shared max-entropy latent, ``one_step_batch(..., grad_mode=grad_mode)`` with the
+    library's other defaults."""
+    example_loss = _example_loss(model)
+
+    @jax.jit
+    def one_step(params, batch):
+        z0 = gbi.max_entropy_latent(K)
+        res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
+                                 matmul_dtype=matmul_dtype, grad_mode=grad_mode)
+        return res.prediction
+
+    return one_step
+
+
 def build_jax_fns(model: MLP, steps: int, lr: float, matmul_dtype=None):
     """The jitted gbi_jax programs ``(optimize_vmap, optimize_summed, optimize_chunked,
-    one_step)`` of variants (a), (a'), (a*) and one-step inference; with
+    one_step)`` of variants (a), (a'), (a*) and one-step inference (the library's
+    defaults, ``grad_mode="auto"``: `build_one_step`); with
     ``matmul_dtype="bfloat16"`` every matrix product of the decoder's forward and
     input-gradient passes takes bfloat16 operands and accumulates in float32
     (``gbi_jax.precision.with_matmul_dtype``; latents, gradients and optimiser state
@@ -143,13 +179,7 @@ def build_jax_fns(model: MLP, steps: int, lr: float, matmul_dtype=None):
                                   steps, chunk_size=chunk, matmul_dtype=matmul_dtype)
         return z
 
-    @jax.jit
-    def one_step(params, batch):
-        z0 = gbi.max_entropy_latent(K)
-        res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
-                                 matmul_dtype=matmul_dtype)
-        return res.prediction
-
+    one_step = build_one_step(model, "auto", matmul_dtype)
     return optimize_vmap, optimize_summed, optimize_chunked, one_step
 
 
@@ -188,8 +218,10 @@ class Setup:
     opt_summed: Any
     opt_chunked: Any
     one_step_jax: Any
+    one_step_rev: Any  # one_step_batch(grad_mode="reverse")
     bf16_fns: Any  # (optimize_bf16, one_step_bf16) or None
     torch_func_run: Any
+    torch_one_step_fns: dict  # "os_c2" / "os_c3": torch.func one-step from a shared latent
     inputs_all: Any
     x_all: Any
     labels_all: Any
@@ -220,9 +252,12 @@ def setup(s: Settings) -> Setup:
     opt_vmap, opt_summed, opt_chunked, one_step_jax = build_jax_fns(model, s.steps, s.lr)
     bf16_fns = build_bf16_fn(model, s.steps, s.lr) if s.bf16 else None
     torch_func_run = make_torch_func_batched(net) if s.torch_func else None
+    torch_os = ({v: make_torch_func_one_step(net, ONE_STEP_TORCH[v]) for v in ("os_c2", "os_c3")}
+                if s.torch_func else {})
     inputs_all, x_all, labels_all = make_targets(model, params, max(s.sizes), s.noise, s.seed)
     return Setup(model, params, net, layers, opt_vmap, opt_summed, opt_chunked, one_step_jax,
-                 bf16_fns, torch_func_run, inputs_all, x_all, labels_all,
+                 build_one_step(model, "reverse"), bf16_fns, torch_func_run, torch_os,
+                 inputs_all, x_all, labels_all,
                  np.array(inputs_all), np.array(x_all), np.asarray(labels_all))
 
 
@@ -270,6 +305,7 @@ def _pool_workloads(st: Setup, s: Settings, n: int, steps: int) -> dict:
     inputs, x = st.inputs_np[:n], st.x_np[:n]
     return {"c": (batched_builder, (st.layers, inputs, x, steps, s.lr)),
             "os_c": (one_step_builder, (st.layers, inputs, x)),
+            "os_c2": (one_step_builder, (st.layers, inputs, x, "reverse")),
             "peak_mm": (common.torch_mm_builder, (s.peak_n,))}
 
 
@@ -406,6 +442,8 @@ def measure_size(st: Setup, s: Settings, n: int) -> dict[str, Any]:
         "c": lambda steps: functools.partial(torch_batched, net, tin, tx, steps, s.lr),
         "os_c": lambda steps: functools.partial(torch_one_step, net, tin, tx),
     }
+    for v, run in st.torch_one_step_fns.items():
+        builders[v] = lambda steps, run=run: functools.partial(run, tin, tx)
     if torch_func_run is not None:
         builders["c2"] = lambda steps: functools.partial(torch_func_run, tin, tx, steps, s.lr)
     chosen = {v: threads for v in builders}
@@ -439,7 +477,8 @@ def _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool):
 
     fns = {"a": kept("a", lambda: st.opt_vmap(params, z0, batch))}
     counts = {"a": n, "a2": n, "a3": n, "a_bf16": n, "b": sub, "c": n, "c2": n, "c_mp": n,
-              "os_a": n, "os_bf16": n, "os_c": n, "os_c_mp": n}
+              "os_a": n, "os_a_rev": n, "os_bf16": n, "os_c": n, "os_c_mp": n, "os_c2": n,
+              "os_c3": n, "os_c2_mp": n}
     if s.diag:
         fns["a2"] = lambda: st.opt_summed(params, z0, batch).block_until_ready()
     if _chunk_applies(s, n):
@@ -462,11 +501,16 @@ def _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool):
     pred_j = np.asarray(st.one_step_jax(params, batch))
     pred_t = torch_one_step(st.net, tin, tx).numpy()
     os_fns = {"os_a": lambda: st.one_step_jax(params, batch).block_until_ready(),
-              "os_c": with_threads(builders["os_c"](1), chosen["os_c"], s.threads)}
+              "os_a_rev": lambda: st.one_step_rev(params, batch).block_until_ready()}
+    for v in ONE_STEP_TORCH:
+        if v in builders:
+            os_fns[v] = with_threads(builders[v](1), chosen[v], s.threads)
     if st.bf16_fns is not None:
         os_fns["os_bf16"] = kept("os_bf16", lambda: st.bf16_fns[1](params, batch))
     if pool is not None:
         os_fns["os_c_mp"] = pool.fn("os_c")
+        if "os_c2" in builders:
+            os_fns["os_c2_mp"] = pool.fn("os_c2")
     t.update(common.interleaved_medians(os_fns, repeats=max(reps, 7)))
 
     r: dict[str, Any] = {"n": n, "repeats": reps, "probe": probe, "procs": s.nprocs}
@@ -480,12 +524,25 @@ def _measure(st, s, n, batch, z0, tin, tx, sub, builders, chosen, probe, pool):
     r["peaks"] = peaks
     r["peak_jax"], r["peak_torch"], r["peak"] = peaks.fp32_jax, peaks.fp32_torch, peaks.fp32
     r["os_agree"] = float(np.mean(pred_j == pred_t))
+    r["os_rev_agree"] = float(np.mean(np.asarray(st.one_step_rev(params, batch)) == pred_j))
+    for v, run in st.torch_one_step_fns.items():
+        r[f"{v}_agree"] = float(np.mean(run(tin, tx).numpy() == pred_j))
+    # matmul FLOPs of one call of every one-step variant
+    r["os_flops"] = {"os_a": common.matmul_flops(st.one_step_jax, params, batch),
+                     "os_a_rev": common.matmul_flops(st.one_step_rev, params, batch)}
+    if "os_bf16" in t:
+        r["os_flops"]["os_bf16"] = common.matmul_flops(st.bf16_fns[1], params, batch)
+    for v in os_fns:
+        if v not in r["os_flops"]:
+            r["os_flops"][v] = one_step_torch_flops(v, n, s.nprocs)
     r["os_acc"] = float(np.mean(pred_j == st.labels_np[:n]))
     z_a = np.asarray(keep["a"])
     if pool is not None:
         z_mp = np.concatenate(pool.fetch("c"))
         r["c_mp_err"] = float(np.max(np.abs(z_mp - z_a)))
         r["os_mp_agree"] = float(np.mean(np.concatenate(pool.fetch("os_c")) == pred_j))
+        if "os_c2_mp" in os_fns:
+            r["os_c2_mp_agree"] = float(np.mean(np.concatenate(pool.fetch("os_c2")) == pred_j))
     if "a_bf16" in keep:
         z_h = np.asarray(keep["a_bf16"])
         r["bf16_agree"] = float(np.mean(z_h.argmax(-1) == z_a.argmax(-1)))

@@ -11,6 +11,9 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,7 +44,11 @@ def _size_result(n, a, b, c, c2=None, a3=None):
     r = {"n": n, "repeats": 3, "probe": {"b@1": 0.01, "b@2": 0.02}, "a": a, "b": b, "c": c,
          "os_a": 2 * a, "os_c": 2 * c, "b_thr": 1, "c_thr": 1, "os_c_thr": 2,
          "a_flops": a * 50 * FLOPS_PER_LATENT_STEP, "c_flops": c * 50 * FLOPS_PER_LATENT_STEP,
-         "peak_jax": 40e9, "peak_torch": 50e9, "peak": 50e9, "os_agree": 1.0, "os_acc": 0.9}
+         "peak_jax": 40e9, "peak_torch": 50e9, "peak": 50e9, "os_agree": 1.0, "os_acc": 0.9,
+         "os_a_rev": 1.5 * a, "os_c2": 3 * c, "os_c2_thr": 1, "os_rev_agree": 1.0,
+         "os_c2_agree": 0.99,
+         "os_flops": {"os_a": 1e6 * n, "os_a_rev": 5e5 * n, "os_c": 1.0752e6 * n,
+                      "os_c2": 5.376e5 * n}}
     if c2 is not None:
         r.update(c2=c2, c2_thr=1)
     if a3 is not None:
@@ -73,6 +80,15 @@ def test_inference_report_formats_the_measured_ratios(tmp_path):
                          command="python -m benchmarks.inference", elapsed=12.0, load_end="1.0")
     assert "## Ratios (N = 1,000)\n\n- (a)/best torch: 1.20x (best torch: (c))" in md
     assert "- (a)/(b): 60.0x" in md
+    # one-step at N = 1,000: jax 1,200, reverse 900, torch.func grad 1,500 (the best torch)
+    assert "- one-step jax/best torch: 0.80x (best torch: torch.func grad)" in md
+    assert "- one-step jax reverse mode/best torch: 0.60x" in md
+    os_header, os_rows = report.one_step_table(results)
+    assert len(os_header) == len(os_rows[1])
+    assert os_rows[1][os_header.index("predictions = jax (all other variants)")] == "99.0%"
+    fl_header, fl_rows = report.flops_table(results, s)
+    # torch.func grad: 1,500 latents/s x 537,600 FLOPs = 0.8 GFLOP/s
+    assert ["1,000", "one-step torch.func grad", "0.8"] == fl_rows[-1][:3]
     assert "met" not in md.split("## Ratios")[1] and "MISSED" not in md
     page = tmp_path / "inference.md"
     page.write_text("old table\n" + common.NOTES_MARKER + "\nhand-written notes\n")
@@ -80,6 +96,33 @@ def test_inference_report_formats_the_measured_ratios(tmp_path):
     text = page.read_text()
     assert text.startswith("# Latent inference") and "old table" not in text
     assert text.endswith(common.NOTES_MARKER + "\nhand-written notes\n")
+
+
+def test_one_step_torch_flop_counts():
+    from benchmarks.inference_work import BWD_FLOPS, FWD_FLOPS, K, one_step_torch_flops
+
+    assert one_step_torch_flops("os_c", 100) == 100 * (FWD_FLOPS + BWD_FLOPS)
+    assert one_step_torch_flops("os_c2", 100) == FWD_FLOPS + 100 * BWD_FLOPS
+    assert one_step_torch_flops("os_c2_mp", 100, procs=2) == 2 * FWD_FLOPS + 100 * BWD_FLOPS
+    assert one_step_torch_flops("os_c3", 100) == (1 + K) * FWD_FLOPS
+
+
+def test_torch_func_one_step_peers_agree_with_batched_autograd():
+    torch = pytest.importorskip("torch", reason="the PyTorch peers need pip install -e .[bench]")
+    from benchmarks import inference_torch as T
+
+    rng = np.random.default_rng(0)
+    layers = [(rng.normal(size=(10, 16)).astype(np.float32), np.zeros(16, np.float32)),
+              (rng.normal(size=(16, 12)).astype(np.float32), np.zeros(12, np.float32))]
+    net = T.decoder_from_layers(layers)
+    tin = torch.zeros((40, 0))
+    tx = torch.from_numpy(rng.normal(size=(40, 12)).astype(np.float32))
+    want = T.torch_one_step(net, tin, tx).numpy()
+    for mode in ("reverse", "forward"):
+        got = T.make_torch_func_one_step(net, mode)(tin, tx).numpy()
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="inputs without features"):
+        T.make_torch_func_one_step(net)(torch.zeros((40, 3)), tx)
 
 
 def test_disentangle_train_report_ratios():

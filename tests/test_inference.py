@@ -774,7 +774,8 @@ def test_shared_latent_forward_runs_once_not_per_example(chunk):
         return jnp.sum((model.apply(params, ex["inputs"], z) - ex["x"]) ** 2)
 
     z0 = inference.max_entropy_latent(5)
-    run = lambda b: inference.one_step_batch(loss, z0, b, chunk_size=chunk)  # noqa: E731
+    run = lambda b: inference.one_step_batch(loss, z0, b, chunk_size=chunk,  # noqa: E731
+                                             grad_mode="reverse")
 
     def dots(jaxpr):
         for eqn in jaxpr.eqns:
@@ -791,3 +792,122 @@ def test_shared_latent_forward_runs_once_not_per_example(chunk):
     for i in (0, 17, 63):
         want = jax.grad(loss)(z0, {"inputs": batch["inputs"][i], "x": batch["x"][i]})
         np.testing.assert_allclose(got.grad[i], want, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Forward-mode one-step gradients and grad_mode="auto".
+# --------------------------------------------------------------------------
+def _latent_only_decoder(n=48, k=5, out=20):
+    """A decoder of ``z`` alone (empty per-example inputs) and a squared-error loss."""
+    from gbi_jax.models import MLP
+
+    model = MLP(hidden=(32, 24), out_features=out)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((0,)), jnp.zeros((k,)))
+    batch = {"inputs": jnp.zeros((n, 0)),
+             "x": jax.random.normal(jax.random.PRNGKey(1), (n, out))}
+
+    def loss(z, ex):
+        return jnp.sum((model.apply(params, ex["inputs"], z) - ex["x"]) ** 2)
+
+    return loss, batch
+
+
+def _dot_shapes(jaxpr):
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn.outvars[0].aval.shape
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _dot_shapes(sub)
+
+
+def test_forward_mode_one_step_equals_reverse_and_finite_differences():
+    z0 = jnp.asarray([0.1, 0.5, 0.2, 0.2], jnp.float32)
+    fn = lambda z: _decoder_loss(_PARAMS, z, _X[1])  # noqa: E731
+    fwd = inference.one_step(fn, z0, grad_mode="forward")
+    rev = inference.one_step(fn, z0, grad_mode="reverse")
+    np.testing.assert_allclose(fwd.grad, rev.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fwd.loss, rev.loss, rtol=1e-6)
+    np.testing.assert_array_equal(fwd.prediction, rev.prediction)
+    eps = 1e-3
+    z64 = np.asarray(z0, np.float64)
+    w, b, v = (np.asarray(a, np.float64) for a in _PARAMS)
+    f64 = lambda z: 0.5 * np.sum((_X[1] - v @ np.tanh(w @ z + b)) ** 2)  # noqa: E731
+    fd = [(f64(z64 + eps * e) - f64(z64 - eps * e)) / (2 * eps) for e in np.eye(4)]
+    np.testing.assert_allclose(fwd.grad, fd, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_one_step_batch_forward_mode_shares_the_latent_work(chunk):
+    """Forward mode from a shared latent through a decoder of z alone: every matrix
+    product is unbatched over examples (the decoder and its K tangents run once per
+    chunk); each example keeps its own gradient, equal to reverse mode's."""
+    loss, batch = _latent_only_decoder()
+    z0 = inference.max_entropy_latent(5)
+    run = lambda b, mode: inference.one_step_batch(  # noqa: E731
+        loss, z0, b, chunk_size=chunk, grad_mode=mode)
+    shapes = list(_dot_shapes(jax.make_jaxpr(lambda b: run(b, "forward"))(batch).jaxpr))
+    rows = 48 if chunk is None else chunk
+    assert shapes and all(rows not in s for s in shapes), shapes
+    rev_shapes = list(_dot_shapes(jax.make_jaxpr(lambda b: run(b, "reverse"))(batch).jaxpr))
+    assert any(s[0] == rows for s in rev_shapes if len(s) == 2)
+    fwd, rev = run(batch, "forward"), run(batch, "reverse")
+    np.testing.assert_allclose(fwd.grad, rev.grad, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fwd.loss, rev.loss, rtol=1e-6)
+    np.testing.assert_array_equal(fwd.prediction, rev.prediction)
+    np.testing.assert_allclose(fwd.posterior, rev.posterior, rtol=1e-5, atol=1e-7)
+
+
+def test_grad_mode_auto_picks_forward_only_where_it_saves_work():
+    loss, batch = _latent_only_decoder()
+    z0 = inference.max_entropy_latent(5)
+    assert inference.choose_grad_mode(loss, z0, batch) == "forward"
+    # Per-example latents: nothing is shared, reverse mode.
+    zb = jnp.broadcast_to(z0, (48, 5))
+    assert inference.choose_grad_mode(loss, zb, batch) == "reverse"
+    # Per-example inputs feeding the first layer (an encoder's features): the forward
+    # pass is each example's own, and K tangents of it cost more than one backward.
+    from gbi_jax.models import MLP
+
+    model = MLP(hidden=(64, 64), out_features=20)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((30,)), jnp.zeros((8,)))
+    enc = {"inputs": jax.random.normal(jax.random.PRNGKey(2), (48, 30)),
+           "x": jax.random.normal(jax.random.PRNGKey(3), (48, 20))}
+
+    def enc_loss(z, ex):
+        return jnp.sum((model.apply(params, ex["inputs"], z) - ex["x"]) ** 2)
+
+    assert inference.choose_grad_mode(enc_loss, inference.max_entropy_latent(8), enc) == "reverse"
+    # "auto" runs the chosen program: same shapes as forward mode, same gradients.
+    auto = jax.make_jaxpr(lambda b: inference.one_step_batch(loss, z0, b, chunk_size=None))(batch)
+    fwd = jax.make_jaxpr(lambda b: inference.one_step_batch(loss, z0, b, chunk_size=None,
+                                                            grad_mode="forward"))(batch)
+    assert list(_dot_shapes(auto.jaxpr)) == list(_dot_shapes(fwd.jaxpr))
+
+
+def test_grad_mode_errors():
+    fn = lambda z: _decoder_loss(_PARAMS, z, _X[0])  # noqa: E731
+    with pytest.raises(ValueError, match="grad_mode must be one of 'reverse', 'forward'"):
+        inference.one_step(fn, _Z0, grad_mode="auto")
+    with pytest.raises(ValueError, match="grad_mode must be one of"):
+        inference.one_step_batch(_example_loss, _Z0, _X, grad_mode="jvp")
+    zb = jnp.broadcast_to(_Z0, (5, 4))
+    with pytest.raises(ValueError, match=r"unbatched \[K\] latent"):
+        inference.one_step(lambda z: jnp.sum(jax.vmap(_example_loss)(z, _X)), zb,
+                           grad_mode="forward")
+    # Per-example [B, K] latents may still use forward mode in one_step_batch.
+    got = inference.one_step_batch(_example_loss, zb, _X, grad_mode="forward")
+    np.testing.assert_allclose(got.grad, _one_step_batch(_Z0, _X).grad, rtol=1e-5, atol=1e-6)
+
+
+def test_program_cost_counts_products_and_scans():
+    a, b, bt = jnp.ones((7, 5)), jnp.ones((5, 3)), jnp.ones((3, 5))
+    assert inference._program_cost(jnp.dot, a, b) == 2 * 7 * 5 * 3
+
+    def scanned(x):
+        return jax.lax.scan(lambda c, _: (c @ b @ bt, None), x, None, length=4)[0]
+
+    one = inference._program_cost(lambda x: x @ b @ bt, a)
+    assert one == 2 * (2 * 7 * 5 * 3)
+    assert inference._program_cost(scanned, a) == 4 * one
+    # Elementwise work counts its size.
+    assert inference._program_cost(jnp.tanh, a) == 35
