@@ -121,7 +121,10 @@ def measure(programs, params, targets, sizes, chunks, repeats):
             # do identical work land on this machine (the resolution of the table).
             settings[f"{CONTROL} again"] = CONTROL
             fns = {k: make(v) for k, v in settings.items()}
-            before = dict(inference._AUTO_CHOICES)
+            # Forget this process's choices, so that a program sharing an earlier row's
+            # per-example function reads that choice from the cache file and names it.
+            inference._AUTO_CHOICES.clear()
+            before = {}
             t0 = time.perf_counter()
             jax.block_until_ready(fns["auto"](params, batch))  # compile + probe (fresh cache)
             first_s = time.perf_counter() - t0
@@ -129,7 +132,7 @@ def measure(programs, params, targets, sizes, chunks, repeats):
             if n < inference.AUTO_MIN_BATCH:
                 chosen = None
             else:
-                chosen = new[0] if new else "cached in this run"
+                chosen = new[0] if new else "?"
                 if chosen is None and n > inference.PROBE_MAX_LATENTS:
                     chosen = inference.PROBE_MAX_LATENTS
             t = common.interleaved_medians(
