@@ -30,7 +30,7 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m launch.docs --workdirs=$(WORKDIRS) $(if $(ONLY),--only=$(ONLY))
 
-# Every benchmark (13-27 min on 2 cores, by CPU); writes
+# Every benchmark (15-29 min on 2 cores, by CPU); writes
 # docs/benchmarks/{inference,disentangle_train,chunk_size}.md.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

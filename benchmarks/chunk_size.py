@@ -2,7 +2,7 @@ r"""``per_example(chunk_size="auto")`` against every fixed chunk size, on this m
 
 Run from the repository root (``make bench`` runs it too)::
 
-    python -m benchmarks.chunk_size          # 7-15 min on 2 cores; docs/benchmarks/chunk_size.md
+    python -m benchmarks.chunk_size          # 8-16 min on 2 cores; docs/benchmarks/chunk_size.md
     python -m benchmarks.chunk_size --quick  # N = 1,000 and 10,000, one-step only; prints only
 
 The work is that of ``benchmarks/inference.py``: the MLP decoder (10 -> 256 -> 256 ->
@@ -228,7 +228,8 @@ def page(header, body, info, command, elapsed) -> str:
         "`grad_mode=\"auto\"` picks for this decoder) and 50 steps of iterative "
         "inference. The probe times every output of the per-example program; the row "
         "*one-step, predictions only* is a caller that keeps only the predictions, whose "
-        "compiled program XLA makes smaller, with the same choice. *chosen size / best fixed* is the chosen size's own column (the same "
+        "compiled program XLA makes smaller, with the same choice. *chosen size / best "
+        "fixed* is the chosen size's own column (the same "
         "program as *auto*, timed as a fixed setting); the columns after it: each fixed "
         "setting's speed relative to the fastest fixed one (1.00 = fastest; `None` = one "
         "`vmap`).",

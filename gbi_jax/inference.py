@@ -322,16 +322,23 @@ def choose_grad_mode(example_loss_fn: Callable[[Array, PyTree], Array], z0: Arra
     inference of ``python -m benchmarks.inference``: 10 -> 256 -> 256 -> 784 and a
     squared error) that is about 2 % of reverse mode's per-example arithmetic; where
     every example has its own inputs (an encoder, a sequence) forward mode would cost
-    about K forward passes per example and reverse mode is kept.
+    about K forward passes per example and reverse mode is kept. A loss that forward mode
+    cannot differentiate (e.g. one through a ``jax.custom_vjp`` function) keeps reverse
+    mode too.
     """
     if jnp.ndim(z0) != 1:
         return "reverse"
     costs = {}
-    for mode in GRAD_MODES:
+    for mode in ("forward", "reverse"):
         def single(z, example, mode=mode):
             return one_step(lambda zz: example_loss_fn(zz, example), z, matmul_dtype=matmul_dtype,
                             grad_mode=mode).grad
-        costs[mode] = _program_cost(jax.vmap(single, in_axes=(None, 0)), z0, batch)
+        try:
+            costs[mode] = _program_cost(jax.vmap(single, in_axes=(None, 0)), z0, batch)
+        except Exception:  # noqa: BLE001 - no forward mode for this loss: reverse
+            if mode == "reverse":
+                raise
+            return "reverse"
     mode = "forward" if costs["forward"] < FORWARD_COST_SHARE * costs["reverse"] else "reverse"
     key = (mode, tuple(jnp.shape(x) for x in jax.tree_util.tree_leaves(batch)))
     if key not in _GRAD_MODE_LOGGED:
@@ -710,13 +717,13 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
       chunk_size: process the batch in chunks of this size (default ``"auto"``: see
         :func:`per_example`).
       matmul_dtype: see :func:`one_step`.
-      grad_mode: ``"reverse"``, ``"forward"`` (a shared ``[K]`` latent only; see
-        :func:`one_step`) or ``"auto"`` (default): the one of the two with the smaller
-        estimated arithmetic for this model and batch (:func:`choose_grad_mode`, decided
-        at trace time, logged once per batch shape). Both give the same gradients to
-        float rounding. For the latent-only decoder of ``python -m benchmarks.inference``
-        forward mode made one-step inference about 7-10x faster at N = 1,000 and 10,000
-        on a 2-core CPU.
+      grad_mode: ``"reverse"``, ``"forward"`` (see :func:`one_step`; it saves work only
+        from a shared ``[K]`` latent) or ``"auto"`` (default): forward mode where it has
+        well under the estimated arithmetic of reverse mode for this model and batch
+        (:func:`choose_grad_mode`, decided at trace time, logged once per batch shape).
+        Both give the same gradients to float rounding. For the latent-only decoder of
+        ``python -m benchmarks.inference`` forward mode made one-step inference 5-7x
+        faster than reverse mode at N = 1,000 and 10,000 on a 2-core CPU.
     Returns:
       :class:`OneStepResult` whose fields have a leading axis B.
     """

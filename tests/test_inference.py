@@ -911,3 +911,22 @@ def test_program_cost_counts_products_and_scans():
     assert inference._program_cost(scanned, a) == 4 * one
     # Elementwise work counts its size.
     assert inference._program_cost(jnp.tanh, a) == 35
+
+
+def test_grad_mode_auto_keeps_reverse_for_a_loss_without_forward_mode():
+    """A loss through a custom_vjp function has no jvp: 'auto' must keep reverse mode
+    (and run), while an explicit 'forward' fails as JAX does."""
+    @jax.custom_vjp
+    def clip_grad(x):
+        return x
+
+    clip_grad.defvjp(lambda x: (x, None), lambda _, g: (jnp.clip(g, -1.0, 1.0),))
+    loss, batch = _latent_only_decoder()
+    wrapped = lambda z, ex: loss(clip_grad(z), ex)  # noqa: E731
+    z0 = inference.max_entropy_latent(5)
+    assert inference.choose_grad_mode(wrapped, z0, batch) == "reverse"
+    got = inference.one_step_batch(wrapped, z0, batch, chunk_size=None)
+    want = inference.one_step_batch(loss, z0, batch, chunk_size=None, grad_mode="reverse")
+    np.testing.assert_allclose(got.grad, jnp.clip(want.grad, -1.0, 1.0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError):
+        inference.one_step_batch(wrapped, z0, batch, chunk_size=None, grad_mode="forward")
