@@ -757,46 +757,6 @@ def test_auto_chunk_size_is_cache_blocking_on_cpu_only(monkeypatch):
         inference.per_example(lambda z, x: z, chunk_size="fast")
 
 
-@pytest.mark.parametrize("chunk", [None, 16])
-def test_shared_latent_forward_runs_once_not_per_example(chunk):
-    """One-step inference from one shared latent through a decoder of z alone: the
-    decoder's forward products take the latent unbatched (once per chunk), only the
-    backward products are per example; the gradients are still each example's own."""
-    from gbi_jax.models import MLP
-
-    model = MLP(hidden=(32, 24), out_features=20)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((0,)), jnp.zeros((5,)))
-    n = 64
-    batch = {"inputs": jnp.zeros((n, 0)),
-             "x": jax.random.normal(jax.random.PRNGKey(1), (n, 20))}
-
-    def loss(z, ex):
-        return jnp.sum((model.apply(params, ex["inputs"], z) - ex["x"]) ** 2)
-
-    z0 = inference.max_entropy_latent(5)
-    run = lambda b: inference.one_step_batch(loss, z0, b, chunk_size=chunk,  # noqa: E731
-                                             grad_mode="reverse")
-
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield eqn.outvars[0].aval.shape
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                yield from dots(sub)
-
-    shapes = list(dots(jax.make_jaxpr(run)(batch).jaxpr))
-    rows = n if chunk is None else chunk
-    assert sorted(s for s in shapes if len(s) == 1) == [(20,), (24,), (32,)]  # forward
-    assert sorted(s for s in shapes if len(s) == 2) == [(rows, 5), (rows, 24), (rows, 32)]
-    got = run(batch)
-    for i in (0, 17, 63):
-        want = jax.grad(loss)(z0, {"inputs": batch["inputs"][i], "x": batch["x"][i]})
-        np.testing.assert_allclose(got.grad[i], want, rtol=1e-5, atol=1e-6)
-
-
-# --------------------------------------------------------------------------
-# Forward-mode one-step gradients and grad_mode="auto".
-# --------------------------------------------------------------------------
 def _latent_only_decoder(n=48, k=5, out=20):
     """A decoder of ``z`` alone (empty per-example inputs) and a squared-error loss."""
     from gbi_jax.models import MLP
@@ -820,6 +780,31 @@ def _dot_shapes(jaxpr):
             yield from _dot_shapes(sub)
 
 
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_shared_latent_forward_runs_once_not_per_example(chunk):
+    """Reverse-mode one-step inference from one shared latent through a decoder of z
+    alone: the decoder's forward products take the latent unbatched (once per chunk),
+    only the backward products are per example; the gradients are still each example's
+    own."""
+    n = 64
+    loss, batch = _latent_only_decoder(n=n)
+    z0 = inference.max_entropy_latent(5)
+    run = lambda b: inference.one_step_batch(loss, z0, b, chunk_size=chunk,  # noqa: E731
+                                             grad_mode="reverse")
+
+    shapes = list(_dot_shapes(jax.make_jaxpr(run)(batch).jaxpr))
+    rows = n if chunk is None else chunk
+    assert sorted(s for s in shapes if len(s) == 1) == [(20,), (24,), (32,)]  # forward
+    assert sorted(s for s in shapes if len(s) == 2) == [(rows, 5), (rows, 24), (rows, 32)]
+    got = run(batch)
+    for i in (0, 17, 63):
+        want = jax.grad(loss)(z0, {"inputs": batch["inputs"][i], "x": batch["x"][i]})
+        np.testing.assert_allclose(got.grad[i], want, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Forward-mode one-step gradients and grad_mode="auto".
+# --------------------------------------------------------------------------
 def test_forward_mode_one_step_equals_reverse_and_finite_differences():
     z0 = jnp.asarray([0.1, 0.5, 0.2, 0.2], jnp.float32)
     fn = lambda z: _decoder_loss(_PARAMS, z, _X[1])  # noqa: E731
