@@ -220,17 +220,34 @@ for line in sys.stdin:
 """
 
 
+def _shared_dir(argv):
+    """The ``--workdir=`` or ``--root=`` an argv writes (None if neither)."""
+    for a in argv:
+        if a.startswith(("--workdir=", "--root=")):
+            return a.split("=", 1)[1]
+    return None
+
+
 def _run_many(argvs, out_dir, servers=2):
     """``[(exit status, stdout + stderr)]`` of ``python -m argv[1] ...`` for each argv (which
-    starts with ``-m``), run by ``servers`` fork servers."""
+    starts with ``-m``), run by ``servers`` fork servers. Calls on one workdir (or sweep
+    root) go to the same server, one after another: run side by side, one of them would
+    find the workdir locked by the other, which is the right answer but not the one a
+    case checks."""
     procs = [subprocess.Popen([sys.executable, "-c", _FORK_SERVER], cwd=ROOT, env=_env(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for _ in range(servers)]
     outs = [os.path.join(out_dir, f"case{i}.txt") for i in range(len(argvs))]
+    groups: dict = {}
+    for i, argv in enumerate(argvs):
+        groups.setdefault(_shared_dir(argv) or i, []).append(i)
+    assigned = [[] for _ in range(servers)]
+    for members in sorted(groups.values(), key=len, reverse=True):
+        min(assigned, key=len).extend(members)
 
     def serve(k):
         proc, codes = procs[k], {}
-        for i in range(k, len(argvs), servers):
+        for i in assigned[k]:
             proc.stdin.write(json.dumps({"argv": argvs[i], "out": outs[i]}) + "\n")
             proc.stdin.flush()
             codes[i] = json.loads(proc.stdout.readline())["code"]
