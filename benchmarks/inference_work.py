@@ -301,12 +301,16 @@ def check(st: Setup, s: Settings) -> dict[str, Any]:
 
 
 def _pool_workloads(st: Setup, s: Settings, n: int, steps: int) -> dict:
-    """The `common.ProcessPool` workloads at ``n`` latents: (c-pc), one-step, peak matmul."""
+    """The `common.ProcessPool` workloads at ``n`` latents: (c-pc), one-step (batched
+    autograd, and ``torch.func`` from a shared latent where those peers are timed), peak
+    matmul."""
     inputs, x = st.inputs_np[:n], st.x_np[:n]
-    return {"c": (batched_builder, (st.layers, inputs, x, steps, s.lr)),
+    work = {"c": (batched_builder, (st.layers, inputs, x, steps, s.lr)),
             "os_c": (one_step_builder, (st.layers, inputs, x)),
-            "os_c2": (one_step_builder, (st.layers, inputs, x, "reverse")),
             "peak_mm": (common.torch_mm_builder, (s.peak_n,))}
+    if st.torch_one_step_fns:  # the torch.func peers are timed
+        work["os_c2"] = (one_step_builder, (st.layers, inputs, x, "reverse"))
+    return work
 
 
 def _chunk_applies(s: Settings, n: int) -> bool:
