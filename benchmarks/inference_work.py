@@ -132,15 +132,17 @@ def one_step_torch_flops(v: str, n: int, procs: int = 1) -> float:
 
 def build_one_step(model: MLP, grad_mode: str = "auto", matmul_dtype=None):
     """The jitted gbi_jax one-step program ``(params, batch) -> predictions`` from the
-    shared max-entropy latent, ``one_step_batch(..., grad_mode=grad_mode)`` with the
-    library's other defaults."""
+    shared max-entropy latent, ``one_step_batch(..., grad_mode=grad_mode,
+    outputs=("prediction",))`` (the predictions are what it returns, so the
+    ``chunk_size="auto"`` probe times that program) with the library's other defaults."""
     example_loss = _example_loss(model)
 
     @jax.jit
     def one_step(params, batch):
         z0 = gbi.max_entropy_latent(K)
         res = gbi.one_step_batch(functools.partial(example_loss, params), z0, batch,
-                                 matmul_dtype=matmul_dtype, grad_mode=grad_mode)
+                                 matmul_dtype=matmul_dtype, grad_mode=grad_mode,
+                                 outputs=("prediction",))
         return res.prediction
 
     return one_step

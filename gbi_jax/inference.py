@@ -24,7 +24,7 @@ ood_scores    uncertainty / out-of-distribution scores from the one-step pass
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -703,10 +703,31 @@ def per_example(fn: Callable[..., Any], *, latent_axis: int = 0, data_axis: int 
     return wrapped
 
 
+def _check_outputs(outputs) -> Optional[tuple[str, ...]]:
+    """``outputs`` of :func:`one_step_batch` / :func:`exhaustive_batch` as a tuple of
+    :class:`OneStepResult` field names (``None``: every field)."""
+    if outputs is None:
+        return None
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    bad = [n for n in names if n not in OneStepResult._fields]
+    if bad or not names:
+        raise ValueError(f"outputs must name fields of OneStepResult "
+                         f"({', '.join(OneStepResult._fields)}), got {outputs!r}.")
+    return names
+
+
+def _keep(res: OneStepResult, outputs: Optional[tuple[str, ...]]) -> OneStepResult:
+    """``res`` with the fields not named in ``outputs`` set to ``None``."""
+    if outputs is None:
+        return res
+    return res._replace(**{f: None for f in OneStepResult._fields if f not in outputs})
+
+
 def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
                    batch: PyTree, *, temperature: float = 1.0,
                    chunk_size: Optional[int | str] = "auto",
-                   matmul_dtype: Any = None, grad_mode: str = "auto") -> OneStepResult:
+                   matmul_dtype: Any = None, grad_mode: str = "auto",
+                   outputs: Optional[Sequence[str] | str] = None) -> OneStepResult:
     """:func:`one_step` for every example of ``batch`` with its own latent.
 
     Args:
@@ -724,18 +745,30 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
         Both give the same gradients to float rounding. For the latent-only decoder of
         ``python -m benchmarks.inference`` forward mode made one-step inference 5-7x
         faster than reverse mode at N = 1,000 and 10,000 on a 2-core CPU.
+      outputs: the :class:`OneStepResult` fields to compute, e.g. ``("prediction",)``;
+        the others are ``None``. Default ``None``: every field. The values do not
+        depend on it, and under ``jit`` XLA drops the work of fields a caller never
+        uses either way; but ``chunk_size="auto"`` times the program that computes the
+        fields named here, and a program that keeps less can have another best chunk
+        size. Name what you keep: through the decoder of
+        ``python -m benchmarks.chunk_size`` a caller keeping only the predictions ran
+        fastest as one ``vmap`` on a 2-core CPU, while with every field kept chunks of
+        500-1,000 were fastest, and were 0.69x one ``vmap`` for the smaller program.
     Returns:
-      :class:`OneStepResult` whose fields have a leading axis B.
+      :class:`OneStepResult` whose fields have a leading axis B (``None`` for fields
+      not in ``outputs``).
     """
     _check_latent(z0)
     check_matmul_dtype(matmul_dtype)
     _check_grad_mode(grad_mode, z0, auto=True)
+    outputs = _check_outputs(outputs)
     if grad_mode == "auto":
         grad_mode = choose_grad_mode(example_loss_fn, z0, batch, matmul_dtype=matmul_dtype)
 
     def single(z, example):
-        return one_step(lambda zz: example_loss_fn(zz, example), z, temperature=temperature,
-                        matmul_dtype=matmul_dtype, grad_mode=grad_mode)
+        return _keep(one_step(lambda zz: example_loss_fn(zz, example), z,
+                              temperature=temperature, matmul_dtype=matmul_dtype,
+                              grad_mode=grad_mode), outputs)
 
     return per_example(single, chunk_size=chunk_size)(z0, batch)
 
@@ -784,7 +817,8 @@ def exhaustive(loss_fn: LossFn, num_tasks: int, *, temperature: float = 1.0,
 
 def exhaustive_batch(example_loss_fn: Callable[[Array, PyTree], Array], num_tasks: int,
                      batch: PyTree, *, temperature: float = 1.0,
-                     chunk_size: Optional[int | str] = "auto", dtype=jnp.float32) -> OneStepResult:
+                     chunk_size: Optional[int | str] = "auto", dtype=jnp.float32,
+                     outputs: Optional[Sequence[str] | str] = None) -> OneStepResult:
     """:func:`exhaustive` for every example of ``batch``.
 
     Args:
@@ -793,15 +827,18 @@ def exhaustive_batch(example_loss_fn: Callable[[Array, PyTree], Array], num_task
       batch: pytree with leading batch axis B.
       chunk_size: process the batch in chunks of this size (default ``"auto"``: see
         :func:`per_example`).
+      outputs: the fields to compute (default: every field), as in
+        :func:`one_step_batch`: ``chunk_size="auto"`` times the program that computes them.
     Returns:
       :class:`OneStepResult` whose fields have a leading axis B (``grad`` is the
-      ``[B, K]`` matrix of one-hot losses).
+      ``[B, K]`` matrix of one-hot losses; ``None`` for fields not in ``outputs``).
     """
     num_tasks = check_int("num_tasks", num_tasks, 2)
+    outputs = _check_outputs(outputs)
 
     def single(_, example):
-        return exhaustive(lambda z: example_loss_fn(z, example), num_tasks,
-                          temperature=temperature, dtype=dtype)
+        return _keep(exhaustive(lambda z: example_loss_fn(z, example), num_tasks,
+                                temperature=temperature, dtype=dtype), outputs)
 
     # per_example vmaps over (latent, example) pairs; the latent is not used here, so a
     # zero-width placeholder (broadcast to every example) keeps its batching and chunking.

@@ -241,3 +241,28 @@ def test_chunks_overlap_at_the_end_instead_of_padding(n, chunk):
     ref = jax.vmap(f)(z, xs)
     for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_auto_chunk_probe_times_only_the_outputs_named(small_probe, monkeypatch):
+    """one_step_batch(outputs=...) probes the program that computes only those fields
+    (the caller's smaller program), and the full program without it."""
+    inference = small_probe
+    seen = []
+
+    def record(fn, one, m_max, label, shared):
+        seen.append(jax.tree_util.tree_leaves(jax.eval_shape(fn, *one)))
+        return 100, True
+
+    monkeypatch.setattr(inference, "_probe_chunk_size", record)
+    w = jax.random.normal(jax.random.PRNGKey(0), (6, 40))
+    xs = jax.random.normal(jax.random.PRNGKey(1), (300, 40))
+    program = _decoder_loss()
+    loss = lambda z, x: program(w, z, x)  # noqa: E731
+    z0 = jnp.full((6,), 1 / 6)
+    full = inference.one_step_batch(loss, z0, xs)
+    preds = inference.one_step_batch(loss, z0, xs, outputs=("prediction",))
+    both = inference.exhaustive_batch(loss, 6, xs, outputs=("loss", "prediction"))
+    assert [len(s) for s in seen] == [5, 1, 2]
+    assert seen[1][0].dtype == jnp.int32 and seen[1][0].shape == ()
+    np.testing.assert_array_equal(preds.prediction, full.prediction)
+    assert both.grad is None and both.loss.shape == (300,)

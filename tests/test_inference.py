@@ -746,6 +746,32 @@ def test_chunked_batches_equal_unchunked(n, chunk):
         inference.one_step_batch(loss, z0, xs, chunk_size=0)
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_batch_outputs_compute_only_the_named_fields(chunk):
+    """outputs= keeps the named OneStepResult fields, equal to the full result's, and
+    sets the others to None, for one-step and exhaustive scoring, chunked or not."""
+    full = _one_step_batch(_Z0, _X)
+    for names in (("prediction",), ("scores", "loss"), "posterior"):
+        got = inference.one_step_batch(_example_loss, _Z0, _X, outputs=names, chunk_size=chunk)
+        kept = (names,) if isinstance(names, str) else names
+        for f in inference.OneStepResult._fields:
+            if f in kept:
+                np.testing.assert_allclose(getattr(got, f), getattr(full, f), rtol=1e-5,
+                                           atol=1e-6)
+            else:
+                assert getattr(got, f) is None, f
+    ex = inference.exhaustive_batch(_example_loss, 4, _X, chunk_size=chunk)
+    ex_p = inference.exhaustive_batch(_example_loss, 4, _X, outputs=["prediction"],
+                                      chunk_size=chunk)
+    np.testing.assert_array_equal(ex_p.prediction, ex.prediction)
+    assert ex_p.grad is None and ex_p.loss is None
+    for bad in (("preds",), ()):
+        with pytest.raises(ValueError, match="outputs must name fields of OneStepResult"):
+            inference.one_step_batch(_example_loss, _Z0, _X, outputs=bad)
+    with pytest.raises(ValueError, match="outputs must name fields"):
+        inference.exhaustive_batch(_example_loss, 4, _X, outputs="grads")
+
+
 def test_auto_chunk_size_is_cache_blocking_on_cpu_only(monkeypatch):
     assert inference.resolve_chunk_size(7) == 7 and inference.resolve_chunk_size(None) is None
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")

@@ -326,12 +326,14 @@ def gbi_batch_fns(model, num_classes: int, normalization: str, iterative_steps: 
 
     @jax.jit
     def one_step(params, xb):  # one forward + one backward per image, whatever K
-        res = inference.one_step_batch(example_loss_fn(model, params), z0, prep(xb))
+        res = inference.one_step_batch(example_loss_fn(model, params), z0, prep(xb),
+                                       outputs=("scores", "loss"))
         return {"scores": res.scores, "loss": res.loss}
 
     @jax.jit
     def exhaustive(params, xb):  # K forward passes per image -> [B, K] one-hot losses
-        res = inference.exhaustive_batch(example_loss_fn(model, params), num_classes, prep(xb))
+        res = inference.exhaustive_batch(example_loss_fn(model, params), num_classes, prep(xb),
+                                         outputs=("grad",))
         return res.grad
 
     @jax.jit

@@ -451,11 +451,12 @@ def programs(model: TokenLM, num_corpora: int, iterative_steps: tuple, lr: float
         return jax.jit(jax.vmap(fn, in_axes=(0, None)))
 
     def one_step(params, ex):
-        r = inference.one_step_batch(loss_of(params), z0, ex)
+        r = inference.one_step_batch(loss_of(params), z0, ex, outputs=("scores", "loss"))
         return {"scores": r.scores, "loss": r.loss}
 
     def exhaustive(params, ex):
-        return inference.exhaustive_batch(loss_of(params), k, ex).grad  # [B, K] losses
+        return inference.exhaustive_batch(loss_of(params), k, ex,  # [B, K] losses
+                                          outputs=("grad",)).grad
 
     def iterative(params, ex):
         _, trace = inference.optimize_batch(iterative_loss_of(params), zi, ex, opt,

@@ -446,7 +446,8 @@ def one_step_inference(tr: Trained, test, observer: dict) -> tuple[dict, np.ndar
     def one_step_member(p, inputs, targets):
         ex_loss = lambda z, ex: window_loss_fn(model, p, ex[0], ex[1], "mse", scale)(z)
         return inference.one_step_batch(ex_loss, z0, (inputs, targets),
-                                        temperature=tr.config.eval.temperature)
+                                        temperature=tr.config.eval.temperature,
+                                        outputs=("scores",))
 
     idx = tr.seed_index
     res = jax.jit(jax.vmap(one_step_member))(tr.params, inputs_s[idx], targets_s[idx])
