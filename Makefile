@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.chunk_size
 
 # Machine time of every disentangling panel's networks, per-figure runs against packed
-# programs, at a reduced step budget (about 62 min on 2 cores); writes
+# programs, at a reduced step budget (1-2 h on 2 cores: 108 min on an AVX2 EPYC); writes
 # docs/benchmarks/sweep_packing.md.
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.sweep_packing
