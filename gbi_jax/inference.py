@@ -743,7 +743,7 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
         well under the estimated arithmetic of reverse mode for this model and batch
         (:func:`choose_grad_mode`, decided at trace time, logged once per batch shape).
         Both give the same gradients to float rounding. For the latent-only decoder of
-        ``python -m benchmarks.inference`` forward mode made one-step inference 5-7x
+        ``python -m benchmarks.inference`` forward mode made one-step inference 5-10x
         faster than reverse mode at N = 1,000 and 10,000 on a 2-core CPU.
       outputs: the :class:`OneStepResult` fields to compute, e.g. ``("prediction",)``;
         the others are ``None``. Default ``None``: every field. The values do not
