@@ -753,7 +753,8 @@ def one_step_batch(example_loss_fn: Callable[[Array, PyTree], Array], z0: Array,
         size. Name what you keep: through the decoder of
         ``python -m benchmarks.chunk_size`` a caller keeping only the predictions ran
         fastest as one ``vmap`` on a 2-core CPU, while with every field kept chunks of
-        500-1,000 were fastest, and were 0.69x one ``vmap`` for the smaller program.
+        1,000 were fastest at N = 10,000, and ran at 0.77x one ``vmap`` for the
+        smaller program.
     Returns:
       :class:`OneStepResult` whose fields have a leading axis B (``None`` for fields
       not in ``outputs``).
