@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from gbi_jax.precision import check_matmul_dtype, with_matmul_dtype
-from gbi_jax.validation import check_int, check_positive
+from gbi_jax.validation import check_int, check_positive, require
 
 Array = jax.Array
 PyTree = Any
@@ -709,10 +709,9 @@ def _check_outputs(outputs) -> Optional[tuple[str, ...]]:
     if outputs is None:
         return None
     names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
-    bad = [n for n in names if n not in OneStepResult._fields]
-    if bad or not names:
-        raise ValueError(f"outputs must name fields of OneStepResult "
-                         f"({', '.join(OneStepResult._fields)}), got {outputs!r}.")
+    require(bool(names) and all(n in OneStepResult._fields for n in names), "outputs",
+            f"must name fields of OneStepResult ({', '.join(OneStepResult._fields)}), "
+            f"got {outputs!r}.")
     return names
 
 
