@@ -21,6 +21,12 @@ What it runs, in one process (plus one pytest subprocess):
    (the program's matmul FLOPs, ``benchmarks.common.matmul_flops``: 26.4 M per
    network-step).
 
+4. With ``--sweep``: the packed disentangling sweep (``launch/sweeps/disentangle_packed.py``,
+   390 networks in 27 programs) projected at its full budget on this machine
+   (``benchmarks.sweep_projection``: every program built as its job builds it, compiled
+   in parallel, timed on ``--sweep_steps``-step calls): the hours one device needs for
+   the sweep's training, without running it.
+
 Every rate is also given as a fraction of the device's matmul peak measured in the same
 run (one jitted float32 ``[n, n] @ [n, n]``, n = 8192 on an accelerator, 2048 on CPU; the
 higher of a measurement before and one after the rates, so a load change on a shared
@@ -48,6 +54,12 @@ _MEMBERS = flags.DEFINE_integer("members", 26, "Networks trained together (Fig. 
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 200, "Training steps timed.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (median).")
 _TESTS = flags.DEFINE_bool("tests", True, "Run the fast tests first.")
+_SWEEP = flags.DEFINE_bool(
+    "sweep", False, "Also project the packed disentangling sweep's training time on this "
+    "machine (benchmarks.sweep_projection: its 27 programs compiled in parallel, then "
+    "timed; with --quick one panel's 4 programs).")
+_SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", 200, "Steps per timed call of --sweep.",
+                                    lower_bound=1)
 _TEST_FILES = flags.DEFINE_list(
     "test_files", ["tests/test_inference.py", "tests/test_training.py", "tests/test_losses.py",
                    "tests/test_models_relu_rnn.py", "tests/test_models_recurrent.py",
@@ -105,8 +117,20 @@ def measure_training(members: int, steps: int, repeats: int) -> dict:
             "flops": run.matmul_flops() * members / padded / seconds}
 
 
+def sweep_section(result: dict | None) -> str:
+    """The ``--sweep`` projection's Markdown (empty without it)."""
+    if result is None:
+        return ""
+    from benchmarks import sweep_projection
+
+    return ("\n## Packed disentangling sweep, projected training at the full budget\n\n"
+            + sweep_projection.summary(result) + "\n\n"
+            + sweep_projection.table(result, "packed") + "\n")
+
+
 def report(info: dict, tests: dict | None, peak: float, inference: list[dict], train: dict,
-           *, steps: int, train_steps: int, seconds: float, command: str) -> str:
+           *, steps: int, train_steps: int, seconds: float, command: str,
+           sweep: dict | None = None) -> str:
     pct = lambda flops: f"{100 * flops / peak:.1f}%"  # noqa: E731
     inf = common.markdown_table(
         ["latents", "iterative latents/s", "iterative FLOP/s", "% of peak",
@@ -125,7 +149,8 @@ def report(info: dict, tests: dict | None, peak: float, inference: list[dict], t
             f"{train['members']} networks ({train['padded']} after padding to the devices), "
             f"cache blocks of {train['block'] or 'all'} per device, {train_steps} steps: "
             f"**{train['network_steps_s']:,.0f} network-steps/s**, "
-            f"{train['flops']:.3g} matmul FLOP/s = {pct(train['flops'])} of peak\n")
+            f"{train['flops']:.3g} matmul FLOP/s = {pct(train['flops'])} of peak\n"
+            + sweep_section(sweep))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -149,12 +174,19 @@ def main(argv: Sequence[str]) -> int:
     inference = measure_inference(sizes, steps, repeats)
     train = measure_training(members, train_steps, repeats)
     peak = max(peak, common.jax_matmul_peak(peak_n, repeats=3 if quick else 7))
+    sweep = None
+    if _SWEEP.value:
+        from benchmarks import sweep_projection
+
+        sweep = sweep_projection.project(("packed",), "fig5" if quick else "",
+                                         steps=10 if quick else _SWEEP_STEPS.value,
+                                         repeats=1 if quick else 3)
     devices = jax.devices()
     info = common.machine_info({"backend": jax.default_backend(),
                                 "devices": f"{len(devices)} x {devices[0].device_kind}"})
     command = "python -m benchmarks.device_check " + " ".join(argv_flags())
     text = report(info, tests, peak, inference, train, steps=steps, train_steps=train_steps,
-                  seconds=time.perf_counter() - t0, command=command.strip())
+                  seconds=time.perf_counter() - t0, command=command.strip(), sweep=sweep)
     print(text, flush=True)
     if _OUT.value:
         os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)

@@ -603,6 +603,91 @@ def _init_states(init_fn: Callable[[jax.Array, PyTree], PyTree], tx: optax.Gradi
     return init_all(keys, member_data)
 
 
+@dataclasses.dataclass
+class ChunkProgram:
+    """The training program :func:`fit` runs, placed on the devices.
+
+    ``chunk_fn(state, member_data, keys, limit, shared_data)`` runs ``chunk_size`` steps
+    of every member (see :func:`make_chunk_fn`; its input state is donated). ``state``,
+    ``keys``, ``member_data`` and ``shared_data`` are placed as :func:`fit` places them:
+    the member axis padded to a multiple of the device count and split over the devices
+    (``sharded``), shared data whole on each. ``member_block`` is the block size in use
+    (``"auto"`` resolved) and ``member_block_note`` the probe's log line (None when no
+    probe ran). ``members`` counts the real (unpadded) members.
+    """
+
+    chunk_fn: Callable
+    state: TrainState
+    keys: jax.Array
+    member_data: PyTree
+    shared_data: PyTree
+    chunk_size: int
+    member_block: Optional[int]
+    member_block_note: Optional[str]
+    members: int
+    sharded: bool
+
+    def run(self, limit: Optional[int] = None) -> dict:
+        """One chunk from ``self.state`` (which it replaces); returns the chunk's
+        metrics on the device (``[M_padded, chunk_size]`` each). ``limit``: the step
+        count beyond which steps leave the state unchanged (default: none)."""
+        limit = jnp.asarray(2 ** 30 if limit is None else limit, jnp.int32)
+        self.state, metrics = self.chunk_fn(self.state, self.member_data, self.keys, limit,
+                                            self.shared_data)
+        return metrics
+
+
+def _placed_program(loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainState,
+                    keys: jax.Array, member_data: PyTree, shared_data: PyTree, *,
+                    chunk_size: int, member_block, shard: bool, name: str, tune: bool,
+                    probe_steps: int) -> ChunkProgram:
+    """Place the stacked ``state`` (and data) as :func:`fit` does, resolve ``"auto"``
+    (probing only when ``tune``; else one vmap) and build the chunk program."""
+    members = int(keys.shape[0])
+    n_dev = jax.device_count()
+    sharded = shard and n_dev > 1
+    if sharded:
+        # Pad with copies of the last member (their results are dropped) and split
+        # the member axis over devices: one core per device on a CPU host.
+        state, keys, member_data = _shard_members(
+            pad_members((state, keys, member_data), n_dev))
+    if shared_data is not None:  # on the device(s) once, whole on each
+        shared_data = (_place(shared_data, jax.sharding.PartitionSpec()) if sharded
+                       else jax.device_put(shared_data))
+    mesh = member_mesh() if sharded else None
+    note = None
+    if member_block == AUTO:
+        if tune:
+            choice = tune_member_block(loss_fn, tx, state, member_data, keys, shared_data,
+                                       mesh=mesh, probe_steps=probe_steps, name=name)
+            note, member_block = choice.describe("member_block"), choice.value
+        else:
+            member_block = None
+    chunk_fn = make_chunk_fn(loss_fn, tx, chunk_size, member_block=member_block, mesh=mesh)
+    return ChunkProgram(chunk_fn, state, keys, member_data, shared_data, chunk_size,
+                        member_block, note, members, sharded)
+
+
+def chunk_program(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
+                  tx: optax.GradientTransformation, seeds: Sequence[int],
+                  member_data: PyTree = None, shared_data: PyTree = None,
+                  chunk_size: int = 100, member_block: Optional[int | str] = None,
+                  shard: bool = True, name: str = "train") -> ChunkProgram:
+    """The program ``fit(..., chunk_size=chunk_size, member_block=member_block)`` trains
+    with, from step 0, without a workdir: the same initial states, placement and
+    ``member_block`` (``"auto"`` probed as :func:`fit` probes it, with the same cache
+    key, so a later :func:`fit` of the program reuses the choice). For timing a program
+    before a long run (``benchmarks/sweep_projection.py`` projects a sweep this way)
+    or stepping it by hand; arguments as :func:`fit`'s."""
+    seeds = _check_fit_args(1, chunk_size, 1, 1, member_block, seeds, member_data, None,
+                            None)
+    keys = member_keys(seeds)
+    state = _init_states(init_fn, tx, keys, member_data)
+    return _placed_program(loss_fn, tx, state, keys, member_data, shared_data,
+                           chunk_size=chunk_size, member_block=member_block, shard=shard,
+                           name=name, tune=True, probe_steps=min(chunk_size, 50))
+
+
 def _init_or_restore(state: TrainState, workdir: Optional[Workdir],
                      name: str) -> tuple[TrainState, int, Any, bool]:
     """``(state, start_step, manager, restored)``: the newest intact checkpoint of
@@ -770,11 +855,14 @@ class _Progress:
     """Timing of a fit's chunks: the progress line (absl INFO, shown by the experiment
     entry points) and the same numbers as ``perf/*`` scalars.
 
-    The first chunk's time runs from its dispatch to its metrics on the host, so it
-    includes compiling the chunk program. The speed (steps per second, each step
-    training every member) is measured from the end of the first chunk on, and the
-    compile time is estimated once, at the second chunk, as the first chunk's time
-    minus the second's.
+    A chunk ends when its metrics reach the host. The first chunk's time runs from its
+    dispatch to then, so it includes compiling the chunk program. The speed (steps per
+    second, each step training every member) is measured from the end of the first
+    chunk on, and the compile time is estimated once, at the second chunk, as the first
+    chunk's time minus the second's. The host's work on a chunk (checks, logging, a
+    checkpoint) overlaps the next chunk on the device and counts where it delays one;
+    after the last chunk it does not count, so the rate of a short fit (two chunks) is
+    not inflated by one-time costs of its first checkpoint.
     """
 
     def __init__(self, name: str, num_steps: int, members: int):
@@ -784,12 +872,14 @@ class _Progress:
         self.chunks = 0
         self.last_line = -np.inf
 
-    def chunk_done(self, step: int, loss: np.ndarray) -> dict[str, float]:
-        """Count a chunk that ended at ``step`` (``loss``: its ``[M, steps]`` losses), log
-        the progress line when due (chunks 1 and 2, the last one, and otherwise at most
-        every 10 s) and return the chunk's ``perf/*`` scalars: ``first_chunk_s`` (chunk
-        1), ``steps_per_sec`` and ``eta_s`` (from chunk 2 on), ``compile_s`` (chunk 2)."""
-        now = time.perf_counter()
+    def chunk_done(self, step: int, loss: np.ndarray,
+                   now: Optional[float] = None) -> dict[str, float]:
+        """Count a chunk that ended at ``step`` (``loss``: its ``[M, steps]`` losses; ``now``:
+        when its metrics reached the host, default the call's time), log the progress
+        line when due (chunks 1 and 2, the last one, and otherwise at most every 10 s)
+        and return the chunk's ``perf/*`` scalars: ``first_chunk_s`` (chunk 1),
+        ``steps_per_sec`` and ``eta_s`` (from chunk 2 on), ``compile_s`` (chunk 2)."""
+        now = time.perf_counter() if now is None else now
         self.chunks += 1
         if self.first is None:
             self.first = (now, step)
@@ -891,29 +981,14 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
     if start > num_steps:
         raise ValueError(f"Checkpoint step {start} is beyond num_steps={num_steps}.")
 
-    n_dev = jax.device_count()
-    sharded = shard and n_dev > 1
-    if sharded:
-        # Pad with copies of the last member (their results are dropped) and split
-        # the member axis over devices: one core per device on a CPU host.
-        state, keys, member_data = _shard_members(
-            pad_members((state, keys, member_data), n_dev))
-    if shared_data is not None:  # on the device(s) once, whole on each
-        shared_data = (_place(shared_data, jax.sharding.PartitionSpec()) if sharded
-                       else jax.device_put(shared_data))
-
-    mesh = member_mesh() if sharded else None
-    if member_block == AUTO:
-        if start < num_steps:
-            choice = tune_member_block(loss_fn, tx, state, member_data, keys, shared_data,
-                                       mesh=mesh, probe_steps=min(chunk_size, num_steps, 50),
-                                       name=name)
-            logging.warning("[%s] %s", name, choice.describe("member_block"))
-            member_block = choice.value
-        else:
-            member_block = None
-    chunk_fn = make_chunk_fn(loss_fn, tx, min(chunk_size, num_steps), member_block=member_block,
-                             mesh=mesh)
+    program = _placed_program(loss_fn, tx, state, keys, member_data, shared_data,
+                              chunk_size=min(chunk_size, num_steps), member_block=member_block,
+                              shard=shard, name=name, tune=start < num_steps,
+                              probe_steps=min(chunk_size, num_steps, 50))
+    if program.member_block_note:
+        logging.warning("[%s] %s", name, program.member_block_note)
+    state, keys, member_data = program.state, program.keys, program.member_data
+    shared_data, sharded, chunk_fn = program.shared_data, program.sharded, program.chunk_fn
     where = f"{workdir.checkpoint_dir}/{name}" if workdir is not None else None
     runs = member_runs(seeds)
     board = (_start_board(workdir, name, runs, start)
@@ -940,6 +1015,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                 pending = chunk_fn(new_state, member_data, keys, limit, shared_data)
                 new_state = kept
             metrics = {k: np.asarray(v)[:m, :size] for k, v in _host(metrics_dev).items()}
+            arrived = time.perf_counter()  # the chunk's steps are done
             _check_divergence(metrics, step=step, seeds=seeds, name=name,
                               last_saved=last_saved, where=where, max_loss=max_loss,
                               max_grad_norm=max_grad_norm)
@@ -961,7 +1037,7 @@ def fit(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: LossFn,
                 if save:
                     _save(manager, step, _unpadded(state, m))
                     last_saved = step
-            perf = progress.chunk_done(step, metrics["loss"])
+            perf = progress.chunk_done(step, metrics["loss"], now=arrived)
             if board is not None:  # after metrics.jsonl, which a restart rewrites these from
                 events = _board_events(name, logged, runs)
                 events[MEAN_RUN][-1][1].update(perf)  # the chunk's last row is at ``step``

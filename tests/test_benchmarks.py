@@ -235,3 +235,36 @@ def test_sweep_packing_cuts_steps_and_compares_rows():
     packed_rows = {sweep_packing.row_key(r, "prog"): r for r in rows}
     # seed 0 equal, seed 1 differs by 0.25, seed 5 has no per-figure row
     assert sweep_packing.compare_rows(packed_rows, figure) == (2, 1, 0.25)
+
+
+def test_sweep_projection_builds_every_program_of_both_sweeps():
+    """The programs the projection times are the sweeps' own: 49 per-figure programs of
+    405 networks and 27 packed ones of 390, one per packed job."""
+    from benchmarks import sweep_projection as sp
+    from launch.sweeps import disentangle_packed
+
+    per_figure, packed = sp.programs("per-figure"), sp.programs("packed")
+    assert (len(per_figure), sum(len(p.members) for _, p, _ in per_figure)) == (49, 405)
+    assert (len(packed), sum(len(p.members) for _, p, _ in packed)) == (27, 390)
+    assert [name for *_, name in packed] == [j.name for j in disentangle_packed.get_sweep().jobs]
+    assert sp._interleaved([[1, 2, 3], ["a"]]) == [1, "a", 2, 3]
+
+
+def test_sweep_projection_times_one_panels_programs(monkeypatch):
+    """Fig. 5's packed programs, built, compiled and timed (blocks of 2 instead of the
+    CPU probe, to keep this short): every row a measured rate and its projection."""
+    from benchmarks import sweep_projection as sp
+    from gbi_jax import training
+
+    monkeypatch.setattr(training, "resolve_member_block", lambda block: 2)
+    result = sp.project(("packed",), "fig5", steps=5, repeats=1, log=lambda line: None)
+    rows = result["sweeps"]["packed"]["rows"]
+    assert [r["program"] for r in rows] == [name for *_, name in sp.programs("packed", "fig5")]
+    for r in rows:
+        assert r["member_block"] == 2 and r["full_steps"] == 100_000 and r["steps_per_s"] > 0
+        assert r["projected_s"] == pytest.approx(r["setup_s"] + r["compile_s"]
+                                                 + 100_000 / r["steps_per_s"])
+    assert result["sweeps"]["packed"]["total_s"] == pytest.approx(
+        sum(r["projected_s"] for r in rows))
+    assert "**packed" not in sp.summary(result) and "| rnn_D2_T5_free" in sp.table(
+        result, "packed")

@@ -5,6 +5,7 @@ the progress line."""
 
 import logging
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +123,22 @@ def test_member_runs_are_unique_and_sort_by_member():
                                          "member_2_seed_1"]
     runs = tb.member_runs([0, 1] * 6)
     assert runs[:2] == ["member_00_seed_0", "member_01_seed_1"] and runs == sorted(runs)
+
+
+def test_steps_per_sec_leaves_out_the_last_chunks_checkpoint(tmp_path, monkeypatch):
+    """A chunk ends when its metrics reach the host: a slow checkpoint after the last
+    chunk (the first save of a short fit pays one-time costs) is not in its rate."""
+    save = training._save
+
+    def slow_save(*args, **kw):
+        time.sleep(1.0)
+        return save(*args, **kw)
+
+    monkeypatch.setattr(training, "_save", slow_save)
+    wd = Workdir(str(tmp_path))
+    _fit(wd, num_steps=20, checkpoint_every=100)  # one save, after the last chunk
+    (step, rate), = tb.read_scalars(_logdir(wd))["mean"]["perf/steps_per_sec"]
+    assert step == 20 and rate > 10 / 0.5  # 10 steps of a 2-weight model, far under 0.5 s
 
 
 def test_fit_writes_a_run_per_member_and_the_mean_equal_to_metrics_jsonl(tmp_path):

@@ -63,6 +63,29 @@ def test_chunking_does_not_change_results():
     assert _maxdiff(a.state.params, c.state.params) < 1e-6
 
 
+def test_chunk_program_is_the_program_fit_runs(tmp_path, monkeypatch):
+    """Four chunks of ``chunk_program`` give ``fit``'s result bit for bit (same initial
+    states, placement and blocks); ``"auto"`` is probed and its choice logged."""
+    prog = training.chunk_program(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1),
+                                  seeds=(0, 1, 2), member_data=TARGETS, chunk_size=50,
+                                  member_block=2)
+    assert (prog.members, prog.member_block, prog.member_block_note) == (3, 2, None)
+    for _ in range(4):
+        metrics = prog.run()
+    ref = _fit(member_block=2)
+    assert _maxdiff(prog.state.params, ref.state.params) == 0.0
+    np.testing.assert_array_equal(np.asarray(metrics["loss"])[:, -1], ref.history["loss"][-1])
+    monkeypatch.setenv("GBI_JAX_AUTOTUNE_CACHE", str(tmp_path / "autotune.json"))
+    auto = training.chunk_program(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1),
+                                  seeds=(0, 1, 2), member_data=TARGETS, chunk_size=50,
+                                  member_block="auto")
+    assert auto.member_block in training.member_block_candidates(3)
+    assert auto.member_block_note.startswith("member_block: ")
+    with pytest.raises(ValueError, match="member_block"):
+        training.chunk_program(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1),
+                               seeds=(0,), chunk_size=5, member_block=0)
+
+
 def test_member_blocks_split_evenly_and_reject_bad_sizes():
     assert training.member_blocks(13, 5) == [(0, 5), (5, 9), (9, 13)]
     assert training.member_blocks(12, 4) == [(0, 4), (4, 8), (8, 12)]
@@ -248,13 +271,19 @@ for shard, block in ((True, None), (False, None), (True, 1)):
     assert np.isfinite(np.asarray(solved)).all()
     out[shard, block] = np.asarray(w)
     assert out[shard, block].shape == (3, 3)
-np.save({path!r}, np.stack([out[True, None], out[False, None], out[True, 1]]))
+prog = training.chunk_program(init_fn=init_fn, loss_fn=loss_fn, tx=optax.adam(0.1),
+                              seeds=(0, 1, 2), member_data=TARGETS, chunk_size=60)
+assert prog.sharded and prog.keys.shape[0] == 4 and prog.members == 3, prog
+prog.run()
+np.save({path!r}, np.stack([out[True, None], out[False, None], out[True, 1],
+                            np.asarray(prog.state.params["w"])[:3]]))
 """
 
 
 def test_members_shard_over_two_host_devices(tmp_path):
     """3 members padded to 4 and split over 2 fake CPU devices = unsharded result; also
-    with each device running its 2 members as blocks of 1 (``shard_map``)."""
+    with each device running its 2 members as blocks of 1 (``shard_map``), and
+    ``chunk_program``'s one chunk of the same 60 steps."""
     import subprocess
     import sys
 
@@ -264,8 +293,9 @@ def test_members_shard_over_two_host_devices(tmp_path):
                JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", _SHARD_SCRIPT.format(tests=tests, path=path)],
                    check=True, env=env, cwd=os.path.dirname(tests), timeout=300)
-    sharded, single, blocked = np.load(path)
+    sharded, single, blocked, program = np.load(path)
     np.testing.assert_allclose(sharded, single, atol=1e-6)
+    np.testing.assert_allclose(program, single, atol=1e-6)  # chunk_program, placed as fit
     np.testing.assert_allclose(blocked, single, atol=1e-6)
     reference = _fit(num_steps=60, chunk_size=25)
     np.testing.assert_allclose(sharded, np.asarray(reference.state.params["w"]), atol=1e-6)

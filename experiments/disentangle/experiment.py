@@ -221,20 +221,29 @@ def make_loss_fn(task: EvidenceTask, net: Network, batch_size: int):
     return loss_fn
 
 
-def train_group(config, program: Program, wd):
-    name, members = program.name, program.members
+def fit_args(config, program: Program) -> tuple[dict, tuple]:
+    """``(kwargs, (task, net, insts))``: the arguments ``training.fit`` trains ``program``
+    with (all but the workdir and the logging cadence), and the program's task, network
+    and stacked instances. ``training.chunk_program`` builds the same program from the
+    same arguments (``benchmarks/sweep_projection.py`` times the packed sweep so)."""
+    members = program.members
     task, net, insts = build(config, program)
     steps = config.train.transformer_steps if members[0].core == "transformer" else \
         config.train.steps
-    fit = training.fit(
-        init_fn=lambda key, inst: net.init(key),
-        loss_fn=make_loss_fn(task, net, config.train.batch_size),
-        tx=optax.adam(config.train.lr), num_steps=int(steps),
-        seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
-        chunk_size=config.train.chunk_size, workdir=wd, log_every=config.train.log_every,
-        checkpoint_every=config.train.checkpoint_every,
-        member_block=training.resolve_member_block(config.runtime.member_block), name=name,
-        max_loss=config.train.max_loss, max_grad_norm=config.train.max_grad_norm)
+    return dict(init_fn=lambda key, inst: net.init(key),
+                loss_fn=make_loss_fn(task, net, config.train.batch_size),
+                tx=optax.adam(config.train.lr), num_steps=int(steps),
+                seeds=[m.seed * 1000 + m.n_tasks for m in members], member_data=insts,
+                chunk_size=config.train.chunk_size,
+                member_block=training.resolve_member_block(config.runtime.member_block),
+                name=program.name, max_loss=config.train.max_loss,
+                max_grad_norm=config.train.max_grad_norm), (task, net, insts)
+
+
+def train_group(config, program: Program, wd):
+    args, (task, net, insts) = fit_args(config, program)
+    fit = training.fit(**args, workdir=wd, log_every=config.train.log_every,
+                       checkpoint_every=config.train.checkpoint_every)
     return task, net, insts, fit
 
 
