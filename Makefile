@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Compiled XLA programs are cached on disk between runs (tests, demo, sweeps).
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: demo test bench bench-sweep docs clean-venv
+.PHONY: demo test bench bench-sweep bench-projection docs clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(STAMP)
 # docs/benchmarks/sweep_packing.md.
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.sweep_packing
+
+# The same two sweeps' training projected at the full budget from every program built,
+# compiled and timed in one process (about 1 h on 2 cores, most of it the member_block
+# probes); writes docs/benchmarks/sweep_projection.md.
+bench-projection: $(STAMP)
+	$(PY) -m benchmarks.sweep_projection
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,11 +9,12 @@ Each run is ``python -m experiments.disentangle.main`` with a figure's config va
 (``experiments/disentangle/config.py:<variant>``) in ``workdirs/disentangle/<run>``, at
 the full step budget (1e5 Adam steps, 2e4 for the transformer) and the full evaluation
 protocol. The runs go one at a time (``parallel=1``): each trains its networks vmapped
-over every core. About 3 hours on a 2-core CPU host in all (projected from a run at
-2,000 steps per program, ``docs/benchmarks/sweep_packing.md``): the seed-0,1 runs 48
-minutes, their seed-2,3,4 twins 85 minutes, the five-seed N = 3, 12 add-ons 30 minutes,
-``fig6_n69`` 15 minutes, ``fig1`` 7 minutes. ``launch/sweeps/disentangle_packed.py``
-trains the same networks as one job per compiled program.
+over every core. Training takes 3-6 hours on a 2-core CPU host, by CPU kind; on an
+AVX2 EPYC 5.9 hours (``docs/benchmarks/sweep_projection.md``, every program timed): the
+seed-0,1 runs 1.6 hours, their seed-2,3,4 twins 2.4 hours, the five-seed N = 3, 12
+add-ons 62 minutes, ``fig6_n69`` 36 minutes, ``fig1`` 18 minutes; evaluation adds a few
+percent. ``launch/sweeps/disentangle_packed.py`` trains the same networks as one job
+per compiled program (5.55 hours there).
 
 How the five seeds are made (``RUNS``, defined in ``experiments/disentangle/config.py``
 with the variants they override): a run on seeds 0, 1 (where a figure's N axis is
