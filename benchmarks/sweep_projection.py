@@ -33,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -89,13 +90,6 @@ def programs(sweep: str, only: str = "") -> list:
     return out
 
 
-def _compile(prog, limit) -> tuple:
-    t0 = time.perf_counter()
-    compiled = prog.chunk_fn.lower(prog.state, prog.member_data, prog.keys, limit,
-                                   prog.shared_data).compile()
-    return compiled, time.perf_counter() - t0
-
-
 def _interleaved(lists: Sequence[list]) -> list:
     """The items of ``lists`` taken in turn (a, b, a, b, ..., then the longer's rest)."""
     out = []
@@ -116,7 +110,6 @@ def project(sweeps: Sequence[str] = ("packed",), only: str = "", *, steps: int =
     measured rate. The programs are built and timed with the sweeps' programs in turn,
     so a change of the machine's load hits both sweeps alike."""
     import jax
-    import jax.numpy as jnp
 
     from benchmarks import common
     from experiments.disentangle import experiment
@@ -135,20 +128,13 @@ def project(sweeps: Sequence[str] = ("packed",), only: str = "", *, steps: int =
         built.append((sweep, label, program, args["num_steps"], prog, time.perf_counter() - t0))
         log(f"[{sweep}: {label}] {len(program.members)} networks, member_block "
             f"{prog.member_block} ({prog.member_block_note or 'set'})")
-    limit = jnp.asarray(2 ** 30, jnp.int32)
     threads = compile_threads or min(8, common.usable_cores())
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        compiled = list(pool.map(lambda b: _compile(b[4], limit), built))
+        compile_times = list(pool.map(lambda b: b[4].compile(), built))
     out = {sweep: {"rows": []} for sweep in sweeps}
-    for (sweep, label, program, full, prog, setup_s), (fn, compile_s) in zip(built, compiled):
-        holder = {"state": prog.state}
-
-        def call():
-            holder["state"], metrics = fn(holder["state"], prog.member_data, prog.keys, limit,
-                                          prog.shared_data)
-            jax.block_until_ready(metrics)
-
-        seconds = common.median_time(call, repeats=repeats)
+    for (sweep, label, program, full, prog, setup_s), compile_s in zip(built, compile_times):
+        seconds = common.median_time(lambda: jax.block_until_ready(prog.run()),
+                                     repeats=repeats)
         rate = steps / seconds
         row = {"program": label, "networks": len(program.members),
                "member_block": prog.member_block, "full_steps": int(full), "setup_s": setup_s,
@@ -227,8 +213,6 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from benchmarks import common
-
-    import tempfile
 
     f = flags.FLAGS
     t0 = time.perf_counter()

@@ -627,6 +627,16 @@ class ChunkProgram:
     members: int
     sharded: bool
 
+    def compile(self) -> float:
+        """Compile the chunk program for this placement now (it may run in a thread
+        beside other programs' compilations) and keep the executable; returns the
+        seconds it took."""
+        t0 = time.perf_counter()
+        self.chunk_fn = self.chunk_fn.lower(self.state, self.member_data, self.keys,
+                                            jnp.asarray(0, jnp.int32),
+                                            self.shared_data).compile()
+        return time.perf_counter() - t0
+
     def run(self, limit: Optional[int] = None) -> dict:
         """One chunk from ``self.state`` (which it replaces); returns the chunk's
         metrics on the device (``[M_padded, chunk_size]`` each). ``limit``: the step
@@ -679,8 +689,9 @@ def chunk_program(*, init_fn: Callable[[jax.Array, PyTree], PyTree], loss_fn: Lo
     key, so a later :func:`fit` of the program reuses the choice). For timing a program
     before a long run (``benchmarks/sweep_projection.py`` projects a sweep this way)
     or stepping it by hand; arguments as :func:`fit`'s."""
-    seeds = _check_fit_args(1, chunk_size, 1, 1, member_block, seeds, member_data, None,
-                            None)
+    seeds = _check_fit_args(num_steps=1, chunk_size=chunk_size, log_every=1,
+                            checkpoint_every=1, member_block=member_block, seeds=seeds,
+                            member_data=member_data)
     keys = member_keys(seeds)
     state = _init_states(init_fn, tx, keys, member_data)
     return _placed_program(loss_fn, tx, state, keys, member_data, shared_data,

@@ -70,6 +70,7 @@ def test_chunk_program_is_the_program_fit_runs(tmp_path, monkeypatch):
                                   seeds=(0, 1, 2), member_data=TARGETS, chunk_size=50,
                                   member_block=2)
     assert (prog.members, prog.member_block, prog.member_block_note) == (3, 2, None)
+    assert prog.compile() > 0  # the compiled executable runs the same chunks
     for _ in range(4):
         metrics = prog.run()
     ref = _fit(member_block=2)
